@@ -1,0 +1,110 @@
+"""The application factory: settings → engines → middleware → routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import Scope
+
+from atrium import __version__
+from atrium.certificates.routes import router as certificates_router
+from atrium.hr.routes import router as hr_router
+from atrium.market.routes import router as market_router
+from atrium.platform.db import create_engine, create_sessionmaker
+from atrium.platform.docs import install_docs
+from atrium.platform.errors import install_error_handlers
+from atrium.platform.health import router as health_router
+from atrium.platform.logging import configure_logging
+from atrium.platform.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from atrium.platform.migrate import upgrade
+from atrium.platform.openapi import install_openapi
+from atrium.settings import Settings, get_settings
+from atrium.templates.routes import router as templates_router
+
+log = logging.getLogger("atrium")
+
+DESCRIPTION = """
+Atrium brings HR data, certificates, market data and text templates behind one REST API.
+
+Every error is an `application/problem+json` document (RFC 9457) with a stable `type`.
+"""
+
+OPENAPI_TAGS = [
+    {
+        "name": "hr",
+        "description": "Departments, jobs and hired employees: ingest, backup, reports.",
+    },
+    {"name": "market", "description": "Daily stock prices from AlphaVantage."},
+    {"name": "certificates", "description": "Users and their certificates."},
+    {"name": "templates", "description": "Text templates."},
+    {"name": "health", "description": "Liveness and readiness probes."},
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build a fully wired application; tests pass their own settings."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            engine = create_engine(settings)
+            stack.push_async_callback(engine.dispose)
+            if settings.should_auto_migrate:
+                await upgrade(engine)
+            app.state.engine = engine
+            app.state.sessionmaker = create_sessionmaker(engine)
+            app.state.redis = None
+            if settings.redis_url:
+                from redis.asyncio import Redis
+
+                redis: Any = Redis.from_url(
+                    settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+                )
+                stack.push_async_callback(redis.aclose)
+                app.state.redis = redis
+            log.info(
+                "started",
+                extra={
+                    "version": __version__,
+                    "database": engine.dialect.name,
+                    "redis": bool(settings.redis_url),
+                },
+            )
+            yield
+
+    app = FastAPI(
+        title="Atrium",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=OPENAPI_TAGS,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    install_openapi(app)
+    install_docs(app)
+
+    app.include_router(health_router)
+    app.include_router(hr_router)
+    app.include_router(market_router)
+    app.include_router(certificates_router)
+    app.include_router(templates_router)
+
+    def body_limit(scope: Scope) -> int:
+        # CSV uploads stream to the database, so they get the (much larger) upload limit.
+        path: str = scope["path"]
+        if path.startswith("/hr/") and path.endswith("/csv"):
+            return settings.max_upload_bytes
+        return settings.max_body_bytes
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(RequestContextMiddleware, replica_name=settings.replica_name)
+    return app

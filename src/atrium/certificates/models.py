@@ -1,0 +1,3 @@
+"""Tables of the certificates domain."""
+
+from __future__ import annotations

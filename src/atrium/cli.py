@@ -1,0 +1,61 @@
+"""``atrium …``: one command line for every operational task."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from atrium.platform.db import create_engine
+from atrium.platform.migrate import upgrade
+from atrium.settings import get_settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="atrium")
+def main() -> None:
+    """Atrium: HR data, certificates, market data and templates behind one REST API."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address [ATRIUM_HOST, default 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [ATRIUM_PORT, default 8000].")
+@click.option("--workers", type=int, default=None, help="Worker processes [ATRIUM_WORKERS].")
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the API (the embedded default migrates its SQLite database first)."""
+    import uvicorn
+
+    settings = get_settings()
+    if settings.should_auto_migrate:
+        # Migrate once here, before workers start, so N workers never race on it.
+        asyncio.run(_migrate())
+    uvicorn.run(
+        "atrium.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+async def _migrate() -> None:
+    engine = create_engine(get_settings())
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+@main.command()
+def migrate() -> None:
+    """Apply every pending database migration."""
+    asyncio.run(_migrate())
+    click.echo("database is at the latest revision", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,3 @@
+"""Tables of the hr domain."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Tables of the market domain."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Cross-cutting machinery every domain shares: database, errors, HTTP plumbing, security."""

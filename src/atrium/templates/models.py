@@ -1,0 +1,3 @@
+"""Tables of the templates domain."""
+
+from __future__ import annotations

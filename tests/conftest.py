@@ -1,0 +1,179 @@
+"""Fixtures: a throw-away database (SQLite, or PostgreSQL when ``ATRIUM_TEST_POSTGRES_URL`` is
+set), Redis under a private key prefix when ``ATRIUM_TEST_REDIS_URL`` is set, one app per
+session, and a clean slate before every test that touches storage.
+
+Nothing here ever wipes a database it did not create: PostgreSQL tests run in a database made
+for this session and dropped after it, Redis tests only delete keys under their own prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from atrium.app import create_app
+from atrium.platform.db import Base
+from atrium.platform.models import import_all_models
+from atrium.settings import Settings
+from tests.support import ServerProcess, run_server, settings_env
+
+PG_ADMIN_URL = os.environ.get("ATRIUM_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("ATRIUM_TEST_REDIS_URL")
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+def pytest_report_header() -> list[str]:
+    """Say which real backends this run uses (so a log shows what was proven)."""
+    return [
+        f"atrium database: {'postgresql' if PG_ADMIN_URL else 'sqlite'}",
+        f"atrium redis: {'yes' if REDIS_URL else 'no (in-process)'}",
+    ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``postgres`` are deselected (not silently skipped) without PostgreSQL."""
+    if PG_ADMIN_URL:
+        return
+    deselected = [item for item in items if "postgres" in item.keywords]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if "postgres" not in item.keywords]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With ``ATRIUM_TEST_REQUIRE_ALL=1`` (CI's full run) a skipped test fails the run."""
+    if os.environ.get("ATRIUM_TEST_REQUIRE_ALL") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if skipped:
+        print(f"\nFAIL: {skipped} test(s) skipped in a run that must execute everything")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def backend() -> str:
+    """``postgresql`` or ``sqlite``: what this run's database is."""
+    return "postgresql" if PG_ADMIN_URL else "sqlite"
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's data folder (SQLite file, generated keys, backups)."""
+    return tmp_path_factory.mktemp("atrium-data")
+
+
+@pytest.fixture(scope="session")
+async def database_url(data_dir: Path) -> AsyncIterator[str]:
+    """A database that exists only for this session."""
+    if not PG_ADMIN_URL:
+        yield f"sqlite:///{data_dir / 'atrium.db'}"
+        return
+    import asyncpg
+
+    name = f"atrium_test_{RUN_ID}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, data_dir: Path) -> Settings:
+    """Settings of the session's app and of the servers tests start."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        env="test",
+        data_dir=data_dir,
+        database_url=database_url,
+        auto_migrate=True,
+        redis_url=REDIS_URL,
+        redis_prefix=f"atrium-test-{RUN_ID}:",
+        log_level="INFO",
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """One application for the session, its lifespan (engines, Redis) entered."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+def engine(app: FastAPI) -> AsyncEngine:
+    """The session app's engine."""
+    engine: AsyncEngine = app.state.engine
+    return engine
+
+
+async def _wipe(app: FastAPI) -> None:
+    import_all_models()
+    engine: AsyncEngine = app.state.engine
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    async with engine.begin() as connection:
+        if tables and engine.dialect.name == "postgresql":
+            quoted = ", ".join(f'"{t}"' for t in tables)
+            await connection.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(tables):
+                await connection.execute(text(f'DELETE FROM "{table}"'))
+    redis: Any = app.state.redis
+    if redis is not None:
+        prefix = app.state.settings.redis_prefix
+        keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+    for hook in getattr(app.state, "test_reset_hooks", []):
+        await hook()
+
+
+@pytest.fixture
+async def clean(app: FastAPI) -> FastAPI:
+    """Empty tables and this run's Redis keys before the test (so leftovers never leak in)."""
+    await _wipe(app)
+    return app
+
+
+@pytest.fixture
+async def client(clean: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the session app in-process."""
+    transport = httpx.ASGITransport(app=clean)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+@pytest.fixture
+async def session(clean: FastAPI) -> AsyncIterator[AsyncSession]:
+    """A database session for service-level tests (the test commits what it needs)."""
+    async with clean.state.sessionmaker() as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def live_server(
+    app: FastAPI, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A real ``atrium serve`` process on loopback sharing the session's database."""
+    with run_server(settings_env(settings), tmp_path_factory.mktemp("server-logs")) as server:
+        yield server
