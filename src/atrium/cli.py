@@ -6,6 +6,7 @@ import asyncio
 
 import click
 
+from atrium.hr.cli import hr
 from atrium.platform.db import create_engine
 from atrium.platform.migrate import upgrade
 from atrium.settings import get_settings
@@ -55,6 +56,9 @@ def migrate() -> None:
     """Apply every pending database migration."""
     asyncio.run(_migrate())
     click.echo("database is at the latest revision", err=True)
+
+
+main.add_command(hr)
 
 
 if __name__ == "__main__":  # pragma: no cover

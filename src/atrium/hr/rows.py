@@ -1,0 +1,234 @@
+"""What an HR row is: the three tables' columns and the validation rules every path shares.
+
+The JSON batch API, the SQLite CSV path and the CLI validate rows here, in Python; the
+PostgreSQL CSV path validates the same rules set-based in SQL (:mod:`atrium.hr.pgcsv`), with
+the same reason texts, so a row is rejected for the same reason whichever way it came in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+WHITESPACE = " \t\r\n\f\v"
+
+Kind = Literal["int", "text", "datetime"]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of an HR table, as it appears in CSV files and JSON rows."""
+
+    name: str
+    kind: Kind
+    references: str | None = None  # table whose ``id`` this column must name
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """An HR table: its name and columns in CSV order (``id`` first)."""
+
+    name: str
+    columns: tuple[Column, ...]
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Column names in CSV order."""
+        return tuple(column.name for column in self.columns)
+
+
+DEPARTMENTS = TableSpec("departments", (Column("id", "int"), Column("department", "text")))
+JOBS = TableSpec("jobs", (Column("id", "int"), Column("job", "text")))
+HIRED_EMPLOYEES = TableSpec(
+    "hired_employees",
+    (
+        Column("id", "int"),
+        Column("name", "text"),
+        Column("datetime", "datetime"),
+        Column("department_id", "int", references="departments"),
+        Column("job_id", "int", references="jobs"),
+    ),
+)
+# Load order: a table only references tables before it.
+TABLES: dict[str, TableSpec] = {t.name: t for t in (DEPARTMENTS, JOBS, HIRED_EMPLOYEES)}
+TABLE_NAMES = tuple(TABLES)
+
+Value = int | str | datetime
+Row = tuple[Value, ...]
+
+# ISO 8601 / RFC 3339 as files carry it: date, ``T`` (or a space), time with seconds, optional
+# fraction (at most microseconds) and optional ``Z``/``±HH:MM`` (no zone means UTC). Offsets stop
+# at 15:59, PostgreSQL's limit. Day-of-month and year 0 are checked after the pattern.
+DATETIME_PATTERN = (
+    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[T ]"
+    r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-](?:0[0-9]|1[0-5]):[0-5][0-9])?"
+)
+_DATETIME_RE = re.compile(DATETIME_PATTERN)
+# Plain decimal integers only (no sign "+", no leading zeros, no spaces): the form every
+# database prints, which lets PostgreSQL check a field with a cheap round trip.
+INT_PATTERN = r"0|-?[1-9][0-9]*"
+_INT_RE = re.compile(INT_PATTERN)
+# A CSV line with quotes: fields separated by commas, a quoted field may hold commas and ""
+# (a quote); a quote inside an unquoted field is literal. Matched against "," + line.
+QUOTED_LINE_PATTERN = r'(?:,(?:"(?:[^"]|"")*"|[^,"][^,]*|))+'
+QUOTED_FIELD_PATTERN = r',("(?:[^"]|"")*"|[^,"][^,]*|)'
+_QUOTED_LINE_RE = re.compile(QUOTED_LINE_PATTERN)
+_QUOTED_FIELD_RE = re.compile(QUOTED_FIELD_PATTERN)
+
+# --- reason texts (the SQL path embeds the same strings) ---------------------------------
+BAD_TEXT = "line is not valid UTF-8 text or contains a NUL byte"
+BAD_QUOTING = "malformed CSV quoting"
+
+
+def wrong_field_count(expected: int, got: int) -> str:
+    """Reason for a CSV line with the wrong number of fields."""
+    return f"expected {expected} fields, got {got}"
+
+
+def is_empty(column: str) -> str:
+    """Reason for an empty (or blank) field."""
+    return f"{column} is empty"
+
+
+def not_integer(column: str) -> str:
+    """Reason for a field that is not a whole number."""
+    return f"{column} is not an integer"
+
+
+def out_of_range(column: str) -> str:
+    """Reason for an integer outside the 32-bit column range."""
+    return f"{column} is out of range (-2147483648..2147483647)"
+
+
+def not_datetime(column: str) -> str:
+    """Reason for a malformed or impossible date-time."""
+    return f"{column} is not an ISO 8601 date-time like 2021-11-07T02:48:42Z"
+
+
+def missing_reference(column: str, value: int) -> str:
+    """Reason for a foreign key naming a row that does not exist."""
+    return f"{column} {value} does not exist"
+
+
+def duplicate_existing(value: int) -> str:
+    """Reason for an id that is already stored."""
+    return f"duplicate id {value}: already exists"
+
+
+def duplicate_in_upload(value: int, first_index: int, where: str) -> str:
+    """Reason for an id that an earlier row of the same batch or file already uses."""
+    return f"duplicate id {value}: repeated in this {where} (first at index {first_index})"
+
+
+def parse_datetime(text: str) -> datetime | None:
+    """The UTC instant an ISO 8601 field names, or None when it names none."""
+    if not _DATETIME_RE.fullmatch(text):
+        return None
+    try:
+        value = datetime.fromisoformat(text)  # rejects 2021-02-30 and year 0
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def split_line(line: str) -> list[str] | None:
+    """The fields of one CSV line (RFC 4180 quoting, no line breaks inside quotes); None if
+    the quoting is malformed."""
+    if '"' not in line:
+        return line.split(",")
+    framed = "," + line
+    if not _QUOTED_LINE_RE.fullmatch(framed):
+        return None
+    return [
+        field[1:-1].replace('""', '"') if field.startswith('"') else field
+        for field in _QUOTED_FIELD_RE.findall(framed)
+    ]
+
+
+def _text_errors(column: str, value: str) -> str | None:
+    if not value.strip(WHITESPACE):
+        return is_empty(column)
+    if "\x00" in value:
+        return f"{column} contains a NUL byte"
+    return None
+
+
+def check_fields(spec: TableSpec, fields: Sequence[str]) -> tuple[Row | None, list[str]]:
+    """Validate one CSV record's text fields: the typed row, or the reasons it is refused."""
+    if len(fields) != len(spec.columns):
+        return None, [wrong_field_count(len(spec.columns), len(fields))]
+    values: list[Value] = []
+    errors: list[str] = []
+    for column, raw in zip(spec.columns, fields, strict=True):
+        if not raw.strip(WHITESPACE):
+            errors.append(is_empty(column.name))
+        elif column.kind == "int":
+            if not _INT_RE.fullmatch(raw):
+                errors.append(not_integer(column.name))
+            elif INT32_MIN <= (number := int(raw)) <= INT32_MAX:
+                values.append(number)
+            else:
+                errors.append(out_of_range(column.name))
+        elif column.kind == "datetime":
+            instant = parse_datetime(raw)
+            if instant is None:
+                errors.append(not_datetime(column.name))
+            else:
+                values.append(instant)
+        else:
+            values.append(raw)
+    if errors:
+        return None, errors
+    return tuple(values), []
+
+
+def check_json_row(spec: TableSpec, row: Mapping[str, Any]) -> tuple[Row | None, list[str]]:
+    """Validate one JSON row object: the typed row, or the reasons it is refused."""
+    values: list[Value] = []
+    errors: list[str] = []
+    unexpected = sorted(set(row) - set(spec.column_names))
+    errors.extend(f"unexpected field {name!r}" for name in unexpected)
+    for column in spec.columns:
+        value = row.get(column.name)
+        if value is None:
+            errors.append(f"{column.name} is required")
+        elif column.kind == "int":
+            # bool is an int in Python but never an id; floats like 1.0 are not ids either.
+            if type(value) is not int:
+                errors.append(f"{column.name} must be an integer")
+            elif not INT32_MIN <= value <= INT32_MAX:
+                errors.append(out_of_range(column.name))
+            else:
+                values.append(value)
+        elif not isinstance(value, str):
+            errors.append(f"{column.name} must be a string")
+        elif (problem := _text_errors(column.name, value)) is not None:
+            errors.append(problem)
+        elif not value.isascii() and not _encodable(value):
+            errors.append(f"{column.name} is not valid Unicode text")
+        elif column.kind == "datetime":
+            instant = parse_datetime(value)
+            if instant is None:
+                errors.append(not_datetime(column.name))
+            else:
+                values.append(instant)
+        else:
+            values.append(value)
+    if errors:
+        return None, errors
+    return tuple(values), []
+
+
+def _encodable(value: str) -> bool:
+    # JSON may carry lone surrogates ("\ud800"), which no database can store.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
