@@ -273,9 +273,13 @@ async def _ingest_csv_sqlite(
     chunk: list[tuple[int, Row]] = []
 
     def reject(rejected: Rejected) -> None:
+        # Key rejects of a chunk arrive after later lines' parse rejects: keep the first
+        # ``reject_cap`` by index, trimming now and then so memory stays bounded.
         result.rejected_count += 1
-        if len(result.rejected) < reject_cap:
-            result.rejected.append(rejected)
+        result.rejected.append(rejected)
+        if len(result.rejected) > 2 * reject_cap + SQLITE_CHUNK:
+            result.rejected.sort(key=lambda item: item.index)
+            del result.rejected[reject_cap:]
 
     async def flush() -> None:
         ids = json.dumps(sorted({_int(row[0]) for _, row in chunk}))
@@ -324,6 +328,8 @@ async def _ingest_csv_sqlite(
                     await flush()
         await flush()
         await session.execute(text("DROP TABLE hr_seen"))
+        result.rejected.sort(key=lambda item: item.index)
+        del result.rejected[reject_cap:]
     except IntegrityError as exc:
         raise ConcurrentWrite(
             f"{spec.name} changed while the file loaded; nothing was stored, retry"
