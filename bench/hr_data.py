@@ -38,7 +38,7 @@ def write_jobs(path: Path) -> None:
 def write_hired_employees(path: Path, rows: int, *, seed: int = 2021, dirty: int = 0) -> int:
     """Write ``rows`` employees; returns how many of them are valid."""
     rng = random.Random(seed)
-    valid = 0
+    valid = last_valid = 0
     with path.open("w", encoding="utf-8", newline="") as out:
         lines = []
         for i in range(1, rows + 1):
@@ -54,11 +54,12 @@ def write_hired_employees(path: Path, rows: int, *, seed: int = 2021, dirty: int
                 lines.append(f"{i},{name},2021-02-30T00:00:00Z,{dep},{job}\n")
             elif kind == 2:
                 lines.append(f"{i},{name},{stamp},{DEPARTMENTS + 1},{job}\n")
-            elif kind == 3 and i > 1:
-                lines.append(f"{i - 1},{name},{stamp},{dep},{job}\n")
+            elif kind == 3 and last_valid:
+                lines.append(f"{last_valid},{name},{stamp},{dep},{job}\n")
             else:
                 lines.append(f"{i},{name},{stamp},{dep},{job}\n")
                 valid += 1
+                last_valid = i
             if len(lines) >= 10_000:
                 out.write("".join(lines))
                 lines.clear()

@@ -53,7 +53,8 @@ CASES: list[tuple[str, list[str] | None]] = [
     (f"-5,Neg,{T},1,1", None),
     (f"26,Far,{T},1,2147483647", ["job_id 2147483647 does not exist"]),
     (f"27,ab,{T},1,99999999999", ["job_id is out of range (-2147483648..2147483647)"]),
-    (f"28,, ,,", ["name is empty", "datetime is empty", "department_id is empty", "job_id is empty"]),
+    ("28,, ,,", ["name is empty", "datetime is empty", "department_id is empty",
+                 "job_id is empty"]),
 ]  # fmt: skip
 
 

@@ -34,11 +34,14 @@ def hr() -> None:
 def _configure_logging(settings: Settings) -> None:
     # Logs (one line per rejected row, among others) go to stderr; stdout keeps the summary.
     handler = logging.StreamHandler(sys.stderr)
+    handler._atrium = True  # type: ignore[attr-defined]  # replaced by the next configuration
     handler.setFormatter(
         JsonFormatter() if settings.log_json else logging.Formatter("%(levelname)s %(message)s")
     )
     root = logging.getLogger()
-    root.handlers = [handler]
+    for old in [h for h in root.handlers if getattr(h, "_atrium", False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
     root.setLevel(settings.log_level)
     logging.getLogger("alembic").setLevel("WARNING")
 
@@ -116,9 +119,9 @@ def load(path: Path, table: str | None, on_conflict: str) -> None:
     async def work(settings: Settings, engine: Any) -> None:
         maker = create_sessionmaker(engine)
         for spec, file in files:
-            with click.progressbar(
-                length=file.stat().st_size, label=spec.name, file=sys.stderr
-            ) as bar:
+            size = file.stat().st_size
+            click.echo(f"loading {spec.name} from {file} ({size} bytes)", err=True)
+            with click.progressbar(length=size, label=spec.name, file=sys.stderr) as bar:
                 async with maker() as session:
                     result = await service.store_csv(
                         session,
