@@ -119,6 +119,14 @@ async def test_not_a_list_or_not_objects_is_422(client: httpx.AsyncClient) -> No
     assert malformed.json()["type"].endswith("/malformed-json")
 
 
+async def test_405_lists_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    response = await client.request("OPTIONS", "/hr/backups")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+    assert response.headers["content-type"] == PROBLEM
+    assert (await client.delete("/hr/jobs")).headers["allow"] == "GET"
+
+
 async def test_unknown_table_is_404(client: httpx.AsyncClient) -> None:
     for response in (
         await client.post("/hr/employees/batch", json=[{"id": 1}]),

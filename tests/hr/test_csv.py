@@ -206,8 +206,20 @@ async def test_rejected_list_is_capped_but_counted(client: httpx.AsyncClient) ->
     assert summary["rejected"][-1]["index"] == cap - 1
 
 
-async def test_empty_body_loads_nothing(client: httpx.AsyncClient) -> None:
-    assert await upload(client, "jobs", b"") == {
+async def test_a_missing_body_is_422_but_an_empty_file_loads_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    missing = await client.post("/hr/jobs/csv")
+    assert missing.status_code == 422
+    assert missing.json()["type"].endswith("/empty-upload")
+    nothing = {"received": 0, "inserted": 0, "rejected": [], "rejected_count": 0}
+    assert await upload(client, "jobs", b"") == nothing
+    empty_file = await client.post("/hr/jobs/csv", files={"file": ("jobs.csv", b"")})
+    assert empty_file.json() == nothing
+
+
+async def test_a_file_of_blank_lines_loads_nothing(client: httpx.AsyncClient) -> None:
+    assert await upload(client, "jobs", b"\r\n\n") == {
         "received": 0,
         "inserted": 0,
         "rejected": [],

@@ -287,7 +287,7 @@ async def _ingest_csv_sqlite(
             text("SELECT id, n FROM hr_seen WHERE id IN (SELECT value FROM json_each(:ids))"),
             {"ids": ids},
         )
-        seen: dict[int, int] = {key: n for key, n in earlier}
+        seen: dict[int, int] = {int(row[0]): int(row[1]) for row in earlier}
         before = set(seen)
         storable, key_rejects = await check_keys(
             session, spec, chunk, update=update, where="file", seen=seen

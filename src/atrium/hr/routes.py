@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Receive, Scope, Send
 
 from atrium.hr import backup, reports, service
 from atrium.hr.schemas import (
@@ -25,7 +29,24 @@ from atrium.hr.uploads import csv_stream
 from atrium.platform.db import EngineDep, SessionDep, SettingsDep
 from atrium.platform.errors import problem_responses
 
-router = APIRouter(prefix="/hr", tags=["hr"])
+
+class _AllowEveryMethodRoute(APIRoute):
+    """A 405 lists every method the path supports (Starlette lists only the first route's,
+    so ``OPTIONS /hr/backups`` would claim ``Allow: GET`` although POST exists too)."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request, or answer 405 with the union of the path's methods."""
+        if self.methods and scope["method"] not in self.methods:
+            # Only this router's routes can share a path under /hr.
+            allowed: set[str] = set()
+            for route in router.routes:
+                if isinstance(route, APIRoute) and route.matches(scope)[0] != Match.NONE:
+                    allowed |= route.methods or set()
+            raise HTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})
+        await super().handle(scope, receive, send)
+
+
+router = APIRouter(prefix="/hr", tags=["hr"], route_class=_AllowEveryMethodRoute)
 
 TablePath = Annotated[
     str,
@@ -57,7 +78,8 @@ CSV_BODY: dict[str, Any] = {
         "raw body, or as the `file` field of a multipart form. Streamed: any size.",
         "content": {
             "text/csv": {
-                "schema": {"type": "string"},
+                # "binary": the body is bytes as they come; nothing to validate as a JSON type.
+                "schema": {"type": "string", "format": "binary"},
                 "example": "1,Harold Vogt,2021-11-07T02:48:42Z,2,96\n"
                 "2,Ty Hazelton,2021-05-30T05:43:46Z,8,\n",
             },

@@ -12,7 +12,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from atrium.hr.errors import UnsupportedUpload
-from atrium.platform.errors import UnsupportedMediaType
+from atrium.platform.errors import Unprocessable, UnsupportedMediaType
 
 RAW_MEDIA_TYPES = {
     b"",
@@ -24,6 +24,23 @@ RAW_MEDIA_TYPES = {
 FILE_FIELD = "file"
 
 
+class EmptyUpload(Unprocessable):
+    """The request carried no CSV data at all."""
+
+    slug, title = "empty-upload", "Empty upload"
+
+
+async def not_empty(source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """``source`` unchanged, but a 422 problem when it turns out to hold no byte at all."""
+    empty = True
+    async for chunk in source:
+        if chunk:
+            empty = False
+            yield chunk
+    if empty:
+        raise EmptyUpload("the upload holds no CSV data")
+
+
 def csv_stream(content_type: str | None, body: AsyncIterable[bytes]) -> AsyncIterable[bytes]:
     """The CSV bytes of a request body, whichever of the accepted shapes it has."""
     media, params = parse_options_header(content_type or "")
@@ -33,6 +50,10 @@ def csv_stream(content_type: str | None, body: AsyncIterable[bytes]) -> AsyncIte
         if not boundary:
             raise UnsupportedUpload("multipart body without a boundary")
         return multipart_field(body, boundary, FILE_FIELD)
+    if not media:
+        # No Content-Type: a CSV if bytes come, but no bytes at all is a missing body, which
+        # the OpenAPI document declares required. An empty text/csv body is an empty file.
+        return not_empty(body)
     if media in RAW_MEDIA_TYPES:
         return body
     raise UnsupportedMediaType(
