@@ -154,9 +154,17 @@ async def check_keys(
 
 
 async def _insert_returning(
-    session: AsyncSession, spec: TableSpec, rows: Sequence[Row], *, update: bool
+    session: AsyncSession,
+    spec: TableSpec,
+    rows: Sequence[Row],
+    *,
+    update: bool,
+    check_refs: bool = False,
 ) -> set[int]:
-    """Insert ``rows`` (ON CONFLICT DO NOTHING, or upsert); the ids actually written."""
+    """Insert ``rows`` (ON CONFLICT DO NOTHING, or upsert); the ids actually written.
+
+    ``check_refs`` (PostgreSQL): leave out rows whose referenced rows do not exist, instead
+    of failing on the foreign key."""
     if not rows:
         return set()
     names = spec.column_names
@@ -169,9 +177,16 @@ async def _insert_returning(
             if update
             else "DO NOTHING"
         )
+        refs = [
+            f"EXISTS (SELECT 1 FROM {c.references} r WHERE r.id = u.{c.name})"  # noqa: S608
+            for c in spec.columns
+            if c.references and check_refs
+        ]
+        where = f" WHERE {' AND '.join(refs)}" if refs else ""
         statement = text(
             f"INSERT INTO {spec.name} ({', '.join(names)}) "  # noqa: S608
-            f"SELECT * FROM unnest({arrays}) ON CONFLICT (id) {conflict} RETURNING id"
+            f"SELECT * FROM unnest({arrays}) AS u({', '.join(names)}){where} "
+            f"ON CONFLICT (id) {conflict} RETURNING id"
         )
         params = {f"c{i}": [row[i] for row in rows] for i in range(len(names))}
         result = await session.execute(statement, params)
@@ -206,14 +221,30 @@ async def ingest_batch(
             result.rejected.append(Rejected(index, errors))
         else:
             candidates.append((index, row))
-    storable, key_rejects = await check_keys(
-        session, spec, candidates, update=update, where="batch"
-    )
-    result.rejected.extend(key_rejects)
+    postgres = is_postgres(session)
     try:
-        written = await _insert_returning(
-            session, spec, [row for _, row in storable], update=update
-        )
+        if postgres and len({row[0] for _, row in candidates}) == len(candidates):
+            # Usual case, one round trip: the INSERT itself skips rows whose department or
+            # job is missing (a join, set-based) and ids that exist (ON CONFLICT). Reasons
+            # are looked up only for the rows it left out.
+            storable = candidates
+            written = await _insert_returning(
+                session, spec, [row for _, row in candidates], update=update, check_refs=True
+            )
+            left = [(index, row) for index, row in candidates if row[0] not in written]
+            if left:
+                _, key_rejects = await check_keys(session, spec, left, update=update, where="batch")
+                result.rejected.extend(key_rejects)
+                explained = {rejected.index for rejected in key_rejects}
+                storable = [c for c in candidates if c[0] not in explained]
+        else:
+            storable, key_rejects = await check_keys(
+                session, spec, candidates, update=update, where="batch"
+            )
+            result.rejected.extend(key_rejects)
+            written = await _insert_returning(
+                session, spec, [row for _, row in storable], update=update
+            )
     except IntegrityError as exc:
         raise ReferenceGone(
             f"a referenced row was deleted while {spec.name} were written; nothing was stored, "
