@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import io
 import logging
+import operator
 import re
 import secrets
 import tempfile
@@ -51,7 +52,7 @@ CODEC = "null"  # deflate made the file half as big but the backup ~1.4x slower 
 MANIFEST = "manifest.json"
 ID_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$"
 _ID_RE = re.compile(ID_PATTERN)
-FETCH_ROWS = 20_000
+FETCH_ROWS = 50_000
 _AVRO_TYPES = {"int": "int", "text": "string", "datetime": "long"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -94,77 +95,113 @@ def check_backup_id(backup_id: str) -> str:
     return backup_id
 
 
-class _Blocks:
-    """fastavro writes into this buffer; each chunk's bytes are taken out as they come."""
+class _Container:
+    """Avro container bytes for one table, a block per chunk of rows.
 
-    def __init__(self) -> None:
-        self.buffer = io.BytesIO()
+    fastavro's ``writer()`` runs its per-record loop in C, unlike ``Writer.write`` called
+    from Python (~1.5x slower, measured). Each chunk is written as a whole container with one
+    fixed sync marker; every container starts with the same header, so the file is that
+    header once followed by each chunk's bytes after it.
+    """
 
-    def take(self) -> bytes:
-        data = self.buffer.getvalue()
-        self.buffer.seek(0)
-        self.buffer.truncate()
-        return data
+    def __init__(self, schema: Any) -> None:
+        self.schema = schema
+        self.marker = secrets.token_bytes(16)
+        buffer = io.BytesIO()
+        fastavro.writer(buffer, schema, [], codec=CODEC, sync_marker=self.marker)
+        self.header = buffer.getvalue()
+
+    def blocks(self, chunk: _Chunk) -> bytes:
+        """One block holding a chunk's rows, without the header."""
+        names, columns = chunk
+        records = _dicts(names, columns) if isinstance(columns, tuple) else columns
+        buffer = io.BytesIO()
+        fastavro.writer(
+            buffer, self.schema, records, codec=CODEC, sync_marker=self.marker,
+            sync_interval=1 << 30,
+        )  # fmt: skip
+        data = buffer.getvalue()
+        if not data.startswith(self.header):  # cannot happen with fastavro as it is today
+            raise RuntimeError("fastavro wrote an unexpected container header")
+        return data[len(self.header) :]
 
 
-async def _postgres_chunks(connection: AsyncConnection, spec: TableSpec) -> AsyncIterator[Any]:
+# A chunk: column names, and either the column arrays (turned into records by the thread
+# that encodes them) or records already.
+_Chunk = tuple[tuple[str, ...], tuple[list[Any], ...] | list[dict[str, Any]]]
+
+
+def _dicts(names: tuple[str, ...], columns: tuple[list[Any], ...]) -> list[dict[str, Any]]:
+    """Column arrays to the dicts fastavro wants; a dict display is ~2x faster than
+    ``dict(zip(...))`` per row (measured), hence the spelled-out shapes of our tables."""
+    if len(names) == 2:
+        a, b = names
+        return [{a: v, b: w} for v, w in zip(*columns, strict=True)]
+    if len(names) == 5:
+        a, b, c, d, e = names
+        return [{a: v, b: w, c: x, d: y, e: z} for v, w, x, y, z in zip(*columns, strict=True)]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+async def _postgres_chunks(connection: AsyncConnection, spec: TableSpec) -> AsyncIterator[_Chunk]:
+    # Each chunk comes back as one row of column arrays (keyset pagination on the primary
+    # key): asyncpg then builds plain lists in C instead of a Record per row, which made
+    # fetching ~2.5x faster (measured). The server also turns timestamps into epoch micros.
     raw: Any = (await connection.get_raw_connection()).driver_connection
-    columns = [
-        # The server turns timestamps into epoch micros: no datetime objects on our side.
-        f"(extract(epoch FROM {c.name}) * 1000000)::int8 AS {c.name}"
+    names = spec.column_names
+    arrays = ", ".join(
+        f"array_agg((extract(epoch FROM {c.name}) * 1000000)::int8 ORDER BY id)"
         if c.kind == "datetime"
-        else c.name
+        else f"array_agg({c.name} ORDER BY id)"
         for c in spec.columns
-    ]
-    cursor = await raw.cursor(f"SELECT {', '.join(columns)} FROM {spec.name}")  # noqa: S608
-    while chunk := await cursor.fetch(FETCH_ROWS):
-        yield chunk
+    )
+    query = (
+        f"SELECT {arrays} FROM (SELECT * FROM {spec.name} WHERE id > $1::int8 "  # noqa: S608
+        f"ORDER BY id LIMIT {FETCH_ROWS}) chunk"
+    )
+    statement = await raw.prepare(query)
+    after = -(2**31) - 1
+    while True:
+        columns = await statement.fetchrow(after)
+        if columns is None or columns[0] is None:
+            return
+        yield names, tuple(columns)
+        after = columns[0][-1]
 
 
-async def _sqlite_chunks(connection: AsyncConnection, spec: TableSpec) -> AsyncIterator[Any]:
+async def _sqlite_chunks(connection: AsyncConnection, spec: TableSpec) -> AsyncIterator[_Chunk]:
     table = table_of(spec)
     names = spec.column_names
     result = await connection.stream(select(table).order_by(table.c.id))
     async for partition in result.partitions(FETCH_ROWS):
-        yield [dict(zip(names, row, strict=True)) for row in partition]
+        yield names, [dict(zip(names, row, strict=True)) for row in partition]
 
 
 async def _write_table(
     connection: AsyncConnection, store: BlobStore, key: str, spec: TableSpec, postgres: bool
 ) -> BackupTable:
-    sink = _Blocks()
-    writer = fastavro.write.Writer(sink.buffer, _PARSED[spec.name], codec=CODEC)
+    container = _Container(_PARSED[spec.name])
     digest = hashlib.sha256()
     rows = size = 0
 
-    def encode(chunk: Sequence[Any]) -> bytes:
-        write = writer.write
-        for record in chunk:
-            write(record)
-        return sink.take()
-
-    chunks = _postgres_chunks(connection, spec) if postgres else _sqlite_chunks(connection, spec)
-    async with store.open_write(key) as out:
-        pending: asyncio.Future[bytes] | None = None
-        async for chunk in chunks:
-            # Encode this chunk in a thread while the loop fetches the next one.
-            if pending is not None:
-                data = await pending
-                digest.update(data)
-                size += len(data)
-                await out.write(data)
-            pending = asyncio.ensure_future(asyncio.to_thread(encode, chunk))
-            rows += len(chunk)
-        if pending is not None:
-            data = await pending
-            digest.update(data)
-            size += len(data)
-            await out.write(data)
-        writer.flush()
-        data = sink.take()
+    async def put(data: bytes) -> None:
+        nonlocal size
         digest.update(data)
         size += len(data)
         await out.write(data)
+
+    chunks = _postgres_chunks(connection, spec) if postgres else _sqlite_chunks(connection, spec)
+    async with store.open_write(key) as out:
+        await put(container.header)
+        pending: asyncio.Future[bytes] | None = None
+        async for chunk in chunks:
+            # Encode this chunk in a thread while the database produces the next one.
+            if pending is not None:
+                await put(await pending)
+            pending = asyncio.ensure_future(asyncio.to_thread(container.blocks, chunk))
+            rows += len(chunk[1][0]) if isinstance(chunk[1], tuple) else len(chunk[1])
+        if pending is not None:
+            await put(await pending)
     return BackupTable(file=key.rsplit("/", 1)[1], rows=rows, bytes=size, sha256=digest.hexdigest())
 
 
@@ -263,11 +300,10 @@ async def _verified_copy(store: BlobStore, backup: Backup, name: str, spool: IO[
 
 
 def _decode(spool: IO[bytes], spec: TableSpec) -> Iterator[list[tuple[Any, ...]]]:
-    names = spec.column_names
+    row = operator.itemgetter(*spec.column_names)  # dict -> tuple in C
     chunk: list[tuple[Any, ...]] = []
     for record in fastavro.reader(spool):
-        assert isinstance(record, dict)
-        chunk.append(tuple(record[name] for name in names))
+        chunk.append(row(record))  # type: ignore[arg-type]  # records are dicts
         if len(chunk) >= FETCH_ROWS:
             yield chunk
             chunk = []
