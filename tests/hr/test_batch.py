@@ -215,6 +215,18 @@ async def test_rejected_rows_are_logged(
     assert logged.__dict__["source"] == "batch"
 
 
+async def test_outcomes_are_counted_in_metrics(client: httpx.AsyncClient) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str) -> float:
+        labels = {"table": "jobs", "source": "batch"}
+        return REGISTRY.get_sample_value(f"atrium_hr_rows_{name}_total", labels) or 0.0
+
+    before = sample("ingested"), sample("rejected")
+    await post_batch(client, "jobs", [{"id": 1, "job": "a"}, {"id": 2, "job": ""}])
+    assert (sample("ingested"), sample("rejected")) == (before[0] + 1, before[1] + 1)
+
+
 async def test_pagination(client: httpx.AsyncClient) -> None:
     rows = [{"id": i, "job": f"Job {i}"} for i in range(250, 0, -1)]
     await post_batch(client, "jobs", rows)
