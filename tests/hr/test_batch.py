@@ -50,17 +50,15 @@ async def test_each_rejection_reason(
     assert await rows_of(client, "departments") == []
 
 
-async def test_lone_surrogate_is_rejected(client: httpx.AsyncClient) -> None:
+async def test_lone_surrogate_is_refused(client: httpx.AsyncClient) -> None:
     # A JSON escape can name half a UTF-16 pair, which no database can store.
     response = await client.post(
         "/hr/departments/batch",
         content=b'[{"id": 9, "department": "a\\ud800"}]',
         headers={"content-type": "application/json"},
     )
-    assert response.status_code == 200
-    assert response.json()["rejected"] == [
-        {"index": 0, "errors": ["department is not valid Unicode text"]}
-    ]
+    assert response.status_code == 422
+    assert response.json()["type"].endswith("/malformed-json")
 
 
 @pytest.mark.parametrize(
@@ -108,7 +106,7 @@ async def test_batch_limits(client: httpx.AsyncClient) -> None:
 
 
 async def test_not_a_list_or_not_objects_is_422(client: httpx.AsyncClient) -> None:
-    for body in ({"id": 1, "department": "x"}, [1, 2], "x"):
+    for body in ({"id": 1, "department": "x"}, [1, 2], "x", [{"id": 1}, None]):
         response = await client.post("/hr/departments/batch", json=body)
         assert response.status_code == 422, body
         assert response.headers["content-type"] == PROBLEM
@@ -117,6 +115,10 @@ async def test_not_a_list_or_not_objects_is_422(client: httpx.AsyncClient) -> No
     )
     assert malformed.status_code == 422
     assert malformed.json()["type"].endswith("/malformed-json")
+    wrong_type = await client.post(
+        "/hr/departments/batch", content=b"[]", headers={"content-type": "text/plain"}
+    )
+    assert wrong_type.status_code == 415
 
 
 async def test_405_lists_every_method_of_the_path(client: httpx.AsyncClient) -> None:

@@ -25,7 +25,7 @@ from atrium.hr.schemas import (
     RowPage,
 )
 from atrium.hr.summary import IngestResult
-from atrium.hr.uploads import csv_stream
+from atrium.hr.uploads import csv_stream, json_rows
 from atrium.platform.db import EngineDep, SessionDep, SettingsDep
 from atrium.platform.errors import problem_responses
 
@@ -71,6 +71,23 @@ BackupId = Annotated[
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size (at most 1000).")]
 Offset = Annotated[int, Query(ge=0, le=2_147_483_647, description="Rows to skip.")]
 
+BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "1 to 1000 row objects with the table's columns.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "items": {"type": "object", "additionalProperties": True},
+                },
+                "example": [EMPLOYEE_EXAMPLE],
+            }
+        },
+    }
+}
 CSV_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -206,21 +223,11 @@ async def departments_above_mean(
 @router.post(
     "/{table}/batch",
     summary="Insert a batch of rows",
-    responses=problem_responses(404),
+    openapi_extra=BATCH_BODY,
+    responses=problem_responses(404, 415),
 )
 async def insert_batch(
-    table: TablePath,
-    session: SessionDep,
-    rows: Annotated[
-        list[dict[str, Any]],
-        Body(
-            min_length=1,
-            max_length=1000,
-            description="1 to 1000 row objects with the table's columns.",
-            examples=[[EMPLOYEE_EXAMPLE]],
-        ),
-    ],
-    on_conflict: OnConflict = "reject",
+    table: TablePath, request: Request, session: SessionDep, on_conflict: OnConflict = "reject"
 ) -> BatchSummary:
     """Validate every row; store the valid ones, reject (and log) the others with reasons.
 
@@ -228,6 +235,7 @@ async def insert_batch(
     date-times, that the department and job exist, and duplicate ids (in the table or the
     batch). The answer is 200 whenever the batch itself was readable, rejects included.
     """
+    rows = await json_rows(request)
     spec = service.table_spec(table)
     result = await service.store_batch(session, spec, rows, update=on_conflict == "update")
     return BatchSummary(

@@ -131,8 +131,15 @@ def parse_datetime(text: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(text)  # rejects 2021-02-30 and year 0
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except (ValueError, OverflowError):
+    except ValueError:
+        return None
+    if value.tzinfo is UTC:  # "Z": the usual case, nothing to convert
+        return value
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
         return None
 
 

@@ -1,19 +1,28 @@
-"""The CSV body of an upload, as a stream of bytes: raw ``text/csv`` or a multipart ``file``.
+"""Request bodies of the ingest endpoints, read faster than FastAPI's generic path would.
 
-Multipart is parsed incrementally (python-multipart's push parser), so the file streams
-straight into the database like a raw body does: nothing is spooled to disk or memory.
+* CSV: a stream of bytes, from a raw ``text/csv`` body or a multipart ``file`` field.
+  Multipart is parsed incrementally (python-multipart's push parser), so the file streams
+  straight into the database like a raw body does: nothing is spooled to disk or memory.
+* JSON batches: parsed with orjson and checked by hand; FastAPI's ``json.loads`` plus a
+  pydantic pass over 1000 row objects cost ~3x as much (measured), on the API's hot path.
+  Errors are raised as FastAPI's own ``RequestValidationError``, so they render the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
 
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from atrium.hr.errors import UnsupportedUpload
 from atrium.platform.errors import Unprocessable, UnsupportedMediaType
 
+MAX_BATCH_ROWS = 1000
 RAW_MEDIA_TYPES = {
     b"",
     b"text/csv",
@@ -124,3 +133,35 @@ async def multipart_field(
         yield b"".join(pieces)
     if not state["found"]:
         raise UnsupportedUpload(f"the multipart body has no {field!r} field")
+
+
+def _invalid(kind: str, message: str, *loc: int | str, **ctx: Any) -> RequestValidationError:
+    error: dict[str, Any] = {"type": kind, "loc": ("body", *loc), "msg": message, "input": None}
+    if ctx:
+        error["ctx"] = ctx
+    return RequestValidationError([error])
+
+
+async def json_rows(request: Request) -> list[dict[str, Any]]:
+    """The body as a list of 1 to 1000 JSON objects, or a 415/422 problem."""
+    media, _ = parse_options_header(request.headers.get("content-type") or "")
+    media = media.lower()
+    if media and media != b"application/json" and not media.endswith(b"+json"):
+        raise UnsupportedMediaType("send the rows as application/json")
+    body = await request.body()
+    try:
+        rows = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _invalid("json_invalid", "JSON decode error", exc.pos, error=exc.msg) from exc
+    if not isinstance(rows, list):
+        raise _invalid("list_type", "Input should be a valid list")
+    if not rows:
+        raise _invalid("too_short", "List should have at least 1 item after validation")
+    if len(rows) > MAX_BATCH_ROWS:
+        raise _invalid(
+            "too_long", f"List should have at most {MAX_BATCH_ROWS} items after validation"
+        )
+    for index, row in enumerate(rows):
+        if type(row) is not dict:
+            raise _invalid("dict_type", "Input should be a valid dictionary", index)
+    return rows
