@@ -15,12 +15,13 @@ from collections.abc import Callable
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from atrium.platform.errors import PROBLEM_MEDIA_TYPE, problem_type
+from atrium.platform.errors import EXCEPTION_LOGGED, PROBLEM_MEDIA_TYPE, problem_type
 from atrium.platform.logging import request_id_var, request_scope_var, route_template
 
 __all__ = ["BodyLimitMiddleware", "RequestContextMiddleware", "route_template"]
 
 access_log = logging.getLogger("atrium.access")
+error_log = logging.getLogger("atrium.errors")
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -62,6 +63,12 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # Logged here, not by the 500 handler outside us, so the line keeps the request's
+            # id, route and trace; the handler sees the flag and only renders the problem.
+            error_log.exception("unhandled error", extra={"path": scope["path"]})
+            scope[EXCEPTION_LOGGED] = True
+            raise
         finally:
             access_log.info(
                 "request",

@@ -26,7 +26,8 @@ _SENSITIVE_KEYS = (
 )
 _KEY_VALUE = re.compile(
     r"(?P<key>[\w-]*(?:" + _SENSITIVE_KEYS + r"))(?P<kq>\\?[\"']?)(?P<sep>\s*[:=]\s*)"
-    r"(?:(?P<q>\\?[\"'])(?:(?!(?P=q)).)*(?P=q)|[^\s\"'\\&,;}\]]+)",
+    r"(?:(?P<q>\\?[\"'])(?:(?!(?P=q)).)*(?P=q)"
+    r"|(?![{\[])(?:(?:Bearer|Basic|Digest|Token)\s+)?[^\s\"'\\&,;}\]]+)",
     re.IGNORECASE,
 )
 _AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|Digest|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
@@ -47,8 +48,10 @@ _ordered: tuple[str, ...] = ()
 
 
 def _mask_pair(match: re.Match[str]) -> str:
-    quote = match.group("q") or ""
-    return f"{match.group('key')}{match.group('kq')}{match.group('sep')}{quote}{MASK}{quote}"
+    key_quote = match.group("kq")
+    # An unquoted JSON value (number, null) becomes a string, so the line stays valid JSON.
+    quote = match.group("q") or ('"' if key_quote == '"' else "")
+    return f"{match.group('key')}{key_quote}{match.group('sep')}{quote}{MASK}{quote}"
 
 
 def redact(text: str) -> str:
