@@ -4,9 +4,6 @@ the Prometheus format (checked by ``promtool``)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,34 +18,12 @@ from atrium.app import create_app
 from atrium.platform.db_metrics import probe_once, probe_statement, sample_pool
 from atrium.platform.errors import Forbidden
 from atrium.settings import Settings
+from tests.platform.promtool import promtool_check
 
 
 def sample(name: str, **labels: str) -> float:
     """The current value of one sample of this process's registry (0 when absent)."""
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def promtool_or_fail() -> str:
-    """``promtool``; in CI its absence is a failure, locally a visible skip."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("promtool is missing in CI (Debian package `prometheus`)")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
-    return promtool
-
-
-def promtool_check(text: str) -> None:
-    """Fail with promtool's complaints unless ``text`` passes ``promtool check metrics``."""
-    result = subprocess.run(
-        [promtool_or_fail(), "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
