@@ -19,26 +19,27 @@ from atrium.settings import Settings
 from tests.platform.promtool import promtool_check
 from tests.support import run_server, settings_env
 
-LIVEZ = {"method": "GET", "route": "/livez", "status": "200"}
+# Requests only this test makes (run_server's readiness checks go to /livez).
+UNMATCHED = {"method": "GET", "route": "<unmatched>", "status": "404"}
 
 
-def livez_count(text: str) -> float:
-    """``atrium_http_requests_total`` for successful ``GET /livez`` in an exposition."""
+def unmatched_count(text: str) -> float:
+    """``atrium_http_requests_total`` of this test's requests in an exposition."""
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "atrium_http_requests_total" and sample.labels == LIVEZ:
+            if sample.name == "atrium_http_requests_total" and sample.labels == UNMATCHED:
                 return sample.value
     return 0.0
 
 
-def livez_by_worker(metrics_dir: Path) -> dict[int, float]:
-    """How many ``GET /livez`` each worker served, read from its own sample file."""
+def served_by_worker(metrics_dir: Path) -> dict[int, float]:
+    """How many of this test's requests each worker served, read from its own sample file."""
     counts: dict[int, float] = {}
     for file in metrics_dir.glob("counter_*.db"):
         pid = int(file.stem.rpartition("_")[2])
         for metric in MultiProcessCollector.merge([str(file)]):  # type: ignore[no-untyped-call]
             for sample in metric.samples:
-                if sample.name == "atrium_http_requests_total" and sample.labels == LIVEZ:
+                if sample.name == "atrium_http_requests_total" and sample.labels == UNMATCHED:
                     counts[pid] = sample.value
     return counts
 
@@ -61,25 +62,25 @@ def test_counters_add_up_across_workers(settings: Settings, tmp_path: Path) -> N
     with run_server(env, tmp_path / "logs", workers=2) as server:
         assert not stale.exists(), "samples of a previous run must not be added to this one"
         wait_for(lambda: len(worker_pids(metrics_dir)) == 2, "two workers")
-        # run_server's own readiness checks were served too.
-        sent = int(sum(livez_by_worker(metrics_dir).values()))
 
         def hit(_: int) -> int:
             # A new connection each time, so the kernel spreads them over both workers.
-            return httpx.get(f"{server.url}/livez", timeout=10).status_code
+            return httpx.get(f"{server.url}/no-such-page", timeout=10).status_code
 
+        sent = 0
         with ThreadPoolExecutor(max_workers=8) as pool:
-            while len(livez_by_worker(metrics_dir)) < 2 and sent < 2000:
-                assert set(pool.map(hit, range(40))) == {200}
+            while len(served_by_worker(metrics_dir)) < 2 and sent < 2000:
+                assert set(pool.map(hit, range(40))) == {404}
                 sent += 40
-        per_worker = livez_by_worker(metrics_dir)
+        # A request is counted just after its response went out: let the last ones land.
+        wait_for(lambda: sum(served_by_worker(metrics_dir).values()) == sent, "all counts")
+        per_worker = served_by_worker(metrics_dir)
         assert len(per_worker) == 2, f"one worker served all {sent} requests"
-        assert sum(per_worker.values()) == sent
 
         # Whichever worker answers the scrape reports what all of them served.
         for _ in range(4):
             text = httpx.get(f"{server.url}/metrics", timeout=10).text
-            assert livez_count(text) == sent
+            assert unmatched_count(text) == sent
         promtool_check(text)
 
         # A worker killed without a clean exit: its live gauges go, its counts stay.
@@ -88,7 +89,7 @@ def test_counters_add_up_across_workers(settings: Settings, tmp_path: Path) -> N
         wait_for(lambda: victim not in worker_pids(metrics_dir), "the dead worker's release")
         assert (metrics_dir / f"counter_{victim}.db").exists()
         text = httpx.get(f"{server.url}/metrics", timeout=10).text
-        assert livez_count(text) == sent
+        assert unmatched_count(text) == sent
         assert "atrium_http_requests_in_flight 1.0" in text, "only the scrape itself is in flight"
 
 
