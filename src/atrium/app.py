@@ -134,7 +134,8 @@ def create_app(
         return settings.max_body_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
-    app.add_middleware(MetricsMiddleware)
+    if settings.metrics_enabled:
+        app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware, replica_name=settings.replica_name)
     register_route_templates(app.routes)
     return app

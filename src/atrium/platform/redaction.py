@@ -19,17 +19,20 @@ from atrium.settings import Settings
 MASK = "***"
 
 # Names whose values are secrets, matched at the end of a key (``ATRIUM_TOKEN_SECRET``,
-# ``x-api-key``, ``"password"``) right before ``=`` or ``:``.
+# ``x-api-key``, ``"password"``) right before ``=`` or ``:``; what precedes them stays as is.
 _SENSITIVE_KEYS = (
     r"api[-_]?key|apikey|access[-_]?key|token|secret|password|passwd|passphrase|pwd"
     r"|private[-_]?key|authorization|credentials?|signature|cookie"
 )
 _KEY_VALUE = re.compile(
-    r"(?P<key>[\w-]*(?:" + _SENSITIVE_KEYS + r"))(?P<kq>\\?[\"']?)(?P<sep>\s*[:=]\s*)"
+    r"(?P<key>" + _SENSITIVE_KEYS + r")(?P<kq>\\?[\"']?)(?P<sep>\s*[:=]\s*)"
     r"(?:(?P<q>\\?[\"'])(?:(?!(?P=q)).)*(?P=q)"
     r"|(?![{\[])(?:(?:Bearer|Basic|Digest|Token)\s+)?[^\s\"'\\&,;}\]]+)",
     re.IGNORECASE,
 )
+# Every name above contains one of these (lower case).
+_KEY_STEMS = ("key", "token", "secret", "pass", "pwd", "auth", "credential", "signature", "cookie")
+_AUTH_STEMS = ("bearer", "basic", "digest", "token")
 _AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|Digest|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/\s:@\"'\\]*:)[^@\s/\"'\\]+@", re.I)
 # The body may contain escaped newlines (``\n`` inside a JSON string); an unterminated key
@@ -59,10 +62,14 @@ def redact(text: str) -> str:
     for secret in _ordered:
         if secret in text:
             text = text.replace(secret, MASK)
-    if "PRIVATE KEY" in text:
+    # Substring tests first: most lines (access lines) contain none of these and skip the regexes.
+    lowered = text.lower()
+    if "private key" in lowered:
         text = _PEM.sub("[REDACTED PRIVATE KEY]", text)
-    text = _KEY_VALUE.sub(_mask_pair, text)
-    text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    if any(stem in lowered for stem in _KEY_STEMS):
+        text = _KEY_VALUE.sub(_mask_pair, text)
+    if any(scheme in lowered for scheme in _AUTH_STEMS):
+        text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {MASK}", text)
     if "@" in text:
         text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}{MASK}@", text)
     return text
