@@ -10,12 +10,11 @@ from fastapi import FastAPI
 from atrium.platform.cache import Cache, CacheBackend, MemoryBackend, RedisBackend
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest, clean: FastAPI) -> CacheBackend:
     if request.param == "memory":
         return MemoryBackend()
-    if clean.state.redis is None:
-        pytest.skip("Redis backend is exercised in the PostgreSQL + Redis run")
+    assert clean.state.redis is not None, "the real-server run needs ATRIUM_TEST_REDIS_URL"
     return RedisBackend(clean.state.redis, clean.state.settings.redis_prefix)
 
 
