@@ -164,6 +164,7 @@ async def test_secrets_in_requests_never_reach_the_log(
         ("postgresql://atrium:dbpass99@db:5432/atrium", "dbpass99"),
         ("redis://:redispass1@cache:6379/0", "redispass1"),
         ("client_secret=abc123XYZ", "abc123XYZ"),
+        ("created key atr_q3Jx9mN2pL8vR5tY1wZ7cK4b for ada", "q3Jx9mN2pL8vR5tY1wZ7cK4b"),
         ("private_key='-----BEGIN'", "BEGIN"),
         (
             "-----BEGIN RSA PRIVATE KEY-----\\nMIIBOgIBAAJBAKj34GkxFhD9\\n-----END RSA PRIVATE KEY",
@@ -188,6 +189,7 @@ def test_redact_masks_credential_shapes(text: str, leaked: str) -> None:
         "tokens_used=5 passed=3",
         "GET /market/prices?symbol=IBM",
         "https://example.com/path@v2",
+        "atr_short and atr_version",
     ],
 )
 def test_redact_leaves_ordinary_text_alone(text: str) -> None:

@@ -3,7 +3,8 @@
 Nothing should log a secret in the first place; this module makes sure that a mistake does not
 become a leak. :func:`redact` masks the configured secret values themselves and everything that
 looks like one: ``password=…``/``"api_key": "…"`` pairs, ``Bearer …`` credentials, passwords in
-URLs and PEM private keys. Every log formatter runs its finished line through it.
+URLs, PEM private keys and Atrium API keys (``atr_…``). Every log formatter runs its finished
+line through it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ _KEY_STEMS = ("key", "token", "secret", "pass", "pwd", "auth", "credential", "si
 _AUTH_STEMS = ("bearer", "basic", "digest", "token")
 _AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|Digest|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/\s:@\"'\\]*:)[^@\s/\"'\\]+@", re.I)
+# Atrium API keys (``atr_`` + 43 URL-safe characters), even when logged as bare words.
+_API_KEY = re.compile(r"\batr_[A-Za-z0-9_-]{20,}")
 # The body may contain escaped newlines (``\n`` inside a JSON string); an unterminated key
 # (a truncated message) is masked up to where its base64 stops.
 _PEM = re.compile(
@@ -70,6 +73,8 @@ def redact(text: str) -> str:
         text = _KEY_VALUE.sub(_mask_pair, text)
     if any(scheme in lowered for scheme in _AUTH_STEMS):
         text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    if "atr_" in text:
+        text = _API_KEY.sub("atr_" + MASK, text)
     if "@" in text:
         text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}{MASK}@", text)
     return text
