@@ -61,7 +61,8 @@ def test_counters_add_up_across_workers(settings: Settings, tmp_path: Path) -> N
     env = settings_env(settings, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     with run_server(env, tmp_path / "logs", workers=2) as server:
         assert not stale.exists(), "samples of a previous run must not be added to this one"
-        wait_for(lambda: len(worker_pids(metrics_dir)) == 2, "two workers")
+        # (>= : a forking supervisor that imported the app has sample files of its own.)
+        wait_for(lambda: len(worker_pids(metrics_dir)) >= 2, "two workers")
 
         def hit(_: int) -> int:
             # A new connection each time, so the kernel spreads them over both workers.
