@@ -188,3 +188,16 @@ async def test_logs_mask_the_key(
 def test_the_key_is_required() -> None:
     with pytest.raises(ValueError, match="API key is required"):
         AlphaVantageClient("")
+
+
+async def test_a_notice_echoing_the_key_is_masked(alphavantage: ReplayServer) -> None:
+    notice = (
+        f"We have detected your API key as {SECRET} and our standard API rate limit is 25 "
+        "requests per day. Please subscribe to any of the premium plans."
+    )
+    alphavantage.script("IBM", Reply(body=json.dumps({"Information": notice}).encode()))
+    async with make_client(alphavantage.url) as client:
+        with pytest.raises(DailyLimitReached) as info:
+            await client.daily("IBM")
+    assert SECRET not in str(info.value)
+    assert "your API key as ***" in str(info.value)

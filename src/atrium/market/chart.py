@@ -57,6 +57,8 @@ def render_close_chart(
     step = _nice_step(high - low)
     axis_low = math.floor(low / step) * step
     axis_high = math.ceil(high / step) * step
+    # Enough decimals to tell grid lines apart (penny stocks), never fewer than cents.
+    decimals = min(4, max(2, -math.floor(math.log10(step))))
     plot_w = WIDTH - _LEFT - _RIGHT
     plot_h = HEIGHT - _TOP - _BOTTOM
     first_day = shown[0][0]
@@ -82,10 +84,11 @@ def render_close_chart(
         f'<g font-family="{_FONT}" fill="{_TEXT}">',
         f'<text x="{_LEFT}" y="20" font-size="15" font-weight="600">{escape(title)}</text>',
         f'<text x="{_LEFT}" y="36" font-size="11">{escape(period)} · last '
-        f"{escape(f'{last:.2f}')} · {len(points)} trading days</text>",
+        f"{escape(f'{last:.{decimals}f}')} · {len(points)} trading days</text>",
     ]
-    tick = axis_low
-    while tick <= axis_high + step / 2:
+    ticks = round((axis_high - axis_low) / step)
+    for index in range(ticks + 1):
+        tick = axis_low + index * step
         ty = y(tick)
         parts.append(
             f'<line x1="{_LEFT}" x2="{WIDTH - _RIGHT}" y1="{_fmt(ty)}" y2="{_fmt(ty)}" '
@@ -93,9 +96,8 @@ def render_close_chart(
         )
         parts.append(
             f'<text x="{_LEFT - 8}" y="{_fmt(ty + 4)}" font-size="11" text-anchor="end">'
-            f"{escape(f'{tick:.2f}')}</text>"
+            f"{escape(f'{tick:.{decimals}f}')}</text>"
         )
-        tick += step
     baseline = HEIGHT - _BOTTOM + 16
     parts.append(
         f'<text x="{_LEFT}" y="{baseline}" font-size="11">{escape(shown[0][0].isoformat())}</text>'

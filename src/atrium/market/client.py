@@ -108,17 +108,19 @@ _LIBRARY_LOGGERS = ("httpx", "httpcore")
 
 
 def classify_notice(symbol: str, text: str) -> AlphaVantageError:
-    """Turn a ``Note`` / ``Information`` / ``Error Message`` text into the right error."""
+    """Turn a ``Note`` / ``Information`` text into the right error (texts vary over the years)."""
     lowered = text.lower()
-    if "apikey" in lowered or "api key" in lowered:
+    if "invalid or missing" in lowered or "invalid api key" in lowered:
         return InvalidApiKey(symbol, "AlphaVantage rejected the API key: " + text)
-    if "premium" in lowered and ("endpoint" in lowered or "function" in lowered):
-        return InvalidApiKey(symbol, "the function needs a premium AlphaVantage plan: " + text)
     short_window = any(
         word in lowered for word in ("per minute", "per second", "frequency", "sparingly", "burst")
     )
-    if "per day" in lowered and not short_window:
+    if short_window:
+        return RateLimited(symbol, "AlphaVantage rate limit: " + text)
+    if "per day" in lowered or "daily" in lowered:
         return DailyLimitReached(symbol, "AlphaVantage daily request quota used up: " + text)
+    if "premium" in lowered:
+        return InvalidApiKey(symbol, "the function needs a premium AlphaVantage plan: " + text)
     return RateLimited(symbol, "AlphaVantage rate limit: " + text)
 
 

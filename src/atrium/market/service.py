@@ -36,6 +36,10 @@ SERIES_KEY = "Time Series (Daily)"
 VOLUME_KEYS = ("5. volume", "6. volume")
 _PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_SCALE)
 _CENT = Decimal("0.01")
+# An average of N prices (multiples of 0.0001) lies at least 0.0001/N from a rounding
+# boundary unless exactly on it; one of N volumes at least 0.5/N. Float noise is ~1e-13.
+_PRICE_NOISE = Decimal("1e-8")
+_VOLUME_NOISE = Decimal("1e-6")
 _UPSERT_CHUNK = 1000
 _MAX_PRICE = Decimal(10) ** (18 - PRICE_SCALE)
 _MAX_VOLUME = 2**63 - 1
@@ -362,15 +366,15 @@ async def list_prices(
     return PricePage(rows=[_row(r) for r in records], count=count, page=page, limit=limit)
 
 
-def _round(value: object, quantum: Decimal) -> Decimal:
-    # SQLite's AVG is a float: go through its shortest repr so 153.805 rounds like PostgreSQL's
-    # exact numeric does (half away from zero), not like its binary neighbour 153.80499999...
-    if isinstance(value, Decimal):
-        number = value
-    elif isinstance(value, float):
-        number = Decimal(repr(value))
-    else:
-        number = Decimal(str(value))
+def _round(value: object, quantum: Decimal, noise: Decimal) -> Decimal:
+    """Round half away from zero, as PostgreSQL's exact ``numeric`` does.
+
+    SQLite's AVG is a float, so 153.805 may come back as 153.80499999999998: dropping the
+    float noise first (``noise`` is far below any distance a real average can have from a
+    rounding boundary) makes both backends agree.
+    """
+    is_float = isinstance(value, float)
+    number = Decimal(str(value)) if not is_float else Decimal(value).quantize(noise)
     return number.quantize(quantum, rounding=ROUND_HALF_UP)
 
 
@@ -398,9 +402,9 @@ async def statistics(
         symbol=symbol,
         start_date=start,
         end_date=end,
-        average_open=_round(average_open, _CENT),
-        average_close=_round(average_close, _CENT),
-        average_volume=int(_round(average_volume, Decimal(1))),
+        average_open=_round(average_open, _CENT, _PRICE_NOISE),
+        average_close=_round(average_close, _CENT, _PRICE_NOISE),
+        average_volume=int(_round(average_volume, Decimal(1), _VOLUME_NOISE)),
     )
 
 
