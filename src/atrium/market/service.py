@@ -373,9 +373,9 @@ def _round(value: object, quantum: Decimal, noise: Decimal) -> Decimal:
     float noise first (``noise`` is far below any distance a real average can have from a
     rounding boundary) makes both backends agree.
     """
-    is_float = isinstance(value, float)
-    number = Decimal(str(value)) if not is_float else Decimal(value).quantize(noise)
-    return number.quantize(quantum, rounding=ROUND_HALF_UP)
+    if isinstance(value, float):
+        return Decimal(value).quantize(noise).quantize(quantum, rounding=ROUND_HALF_UP)
+    return Decimal(str(value)).quantize(quantum, rounding=ROUND_HALF_UP)
 
 
 async def statistics(
