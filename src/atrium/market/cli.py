@@ -100,7 +100,8 @@ async def _sync(settings: Settings, symbols: list[str]) -> int:
                     await session.commit()
             except (AlphaVantageError, service.InvalidDocument) as exc:
                 failures += 1
-                click.echo(f"{symbol}: failed: {client.mask(str(exc))}", err=True)
+                reason = exc.message if isinstance(exc, AlphaVantageError) else str(exc)
+                click.echo(f"{symbol}: failed: {client.mask(reason)}", err=True)
                 continue
             click.echo(
                 _report(
