@@ -1,4 +1,4 @@
-"""``atrium market sync`` against the replay server and ``atrium market load``, as real processes."""
+"""`atrium market sync` against the replay server and `atrium market load`, as processes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.market.models import FinancialData
 from atrium.settings import Settings
-from tests.market.replay import FIXTURES, Reply, ReplayServer
+from tests.market.replay import FIXTURES, ReplayServer, Reply
 from tests.support import settings_env
 
 SECRET = "cli-S3CRET-never-printed"
