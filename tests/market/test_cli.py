@@ -8,10 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atrium import cli
+from atrium.market import cli as market_cli
 from atrium.market.models import FinancialData
+from atrium.platform.logging import configure_logging
 from atrium.settings import Settings
 from tests.market.replay import FIXTURES, ReplayServer, Reply
 from tests.support import settings_env
@@ -209,3 +214,21 @@ async def test_load_refuses_what_it_cannot_read(
     assert run.code == 2
     assert "does not exist" in run.stderr
     assert await stored(session) == 0
+
+
+async def test_load_in_process_from_a_running_event_loop(
+    settings: Settings, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A caller already inside an event loop (this test) must still be able to run the CLI.
+    monkeypatch.setattr(market_cli, "get_settings", lambda: settings)
+    try:
+        result = CliRunner().invoke(
+            cli.main, ["market", "load", str(FIXTURES / "ibm_time_series_daily.json")]
+        )
+    finally:
+        configure_logging(settings.log_level, json=settings.log_json)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "IBM: 20 received, 10 kept (last 14 days): 10 inserted, 0 updated, 0 unchanged\n"
+    )
+    assert await stored(session, "IBM") == 10

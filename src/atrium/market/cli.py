@@ -6,9 +6,11 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,6 +21,31 @@ from atrium.platform.db import create_engine, create_sessionmaker
 from atrium.platform.logging import configure_logging
 from atrium.platform.migrate import upgrade
 from atrium.settings import Settings, get_settings
+
+T = TypeVar("T")
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run``, also when called from a running loop (e.g. a test invoking the CLI)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(coroutine)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="atrium-market-cli")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    result: T = box["result"]
+    return result
 
 
 def _logs_to_stderr(settings: Settings) -> None:
@@ -76,7 +103,7 @@ def sync(symbols: tuple[str, ...]) -> None:
     wanted = [s.upper() for s in symbols] or settings.market_symbols
     if not wanted:
         raise click.ClickException("no symbols: pass some or set ATRIUM_MARKET_SYMBOLS")
-    failures = asyncio.run(_sync(settings, wanted))
+    failures = _run(_sync(settings, wanted))
     if failures:
         sys.exit(1)
 
@@ -141,7 +168,7 @@ def load(files: tuple[Path, ...], symbol: str | None, days: int | None, keep_all
         except service.InvalidDocument as exc:
             raise click.ClickException(f"{path}: {exc}") from None
         documents.append(rows)
-    asyncio.run(_load(settings, documents, window))
+    _run(_load(settings, documents, window))
 
 
 async def _load(
