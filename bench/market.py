@@ -64,14 +64,32 @@ QUERIES: list[tuple[str, str]] = [
     ),
 ]
 
-DROP_INDEXES = [
-    "ALTER TABLE financial_data DROP CONSTRAINT uq_financial_data_symbol_date",
-    "DROP INDEX ix_financial_data_date_symbol",
-]
-CREATE_INDEXES = [
-    "ALTER TABLE financial_data ADD CONSTRAINT uq_financial_data_symbol_date UNIQUE (symbol, date)",
-    "CREATE INDEX ix_financial_data_date_symbol ON financial_data (date, symbol)",
-]
+
+async def drop_indexes(connection: asyncpg.Connection) -> list[str]:
+    """Drop the table's unique constraints and secondary indexes; return how to recreate them.
+
+    Read from the catalogue, so the benchmark always measures what the migration created.
+    """
+    constraints = await connection.fetch(
+        "SELECT conname, pg_get_constraintdef(oid) AS definition FROM pg_constraint "
+        "WHERE conrelid = 'financial_data'::regclass AND contype = 'u'"
+    )
+    indexes = await connection.fetch(
+        "SELECT i.relname AS name, pg_get_indexdef(i.oid) AS definition FROM pg_index x "
+        "JOIN pg_class i ON i.oid = x.indexrelid "
+        "WHERE x.indrelid = 'financial_data'::regclass AND NOT x.indisprimary "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)"
+    )
+    recreate = []
+    for row in constraints:
+        await connection.execute(f'ALTER TABLE financial_data DROP CONSTRAINT "{row["conname"]}"')
+        recreate.append(
+            f'ALTER TABLE financial_data ADD CONSTRAINT "{row["conname"]}" {row["definition"]}'
+        )
+    for row in indexes:
+        await connection.execute(f'DROP INDEX "{row["name"]}"')
+        recreate.append(row["definition"])
+    return recreate
 
 
 def trading_days() -> list[dt.date]:
@@ -156,8 +174,7 @@ async def measure(app: object, url: str) -> int:
     """Load the rows, then time every query without and with the indexes."""
     connection = await asyncpg.connect(url)
     try:
-        for statement in DROP_INDEXES:
-            await connection.execute(statement)
+        recreate = await drop_indexes(connection)
         started = time.perf_counter()
         await connection.copy_records_to_table(
             "financial_data",
@@ -173,10 +190,11 @@ async def measure(app: object, url: str) -> int:
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             without = await time_queries(client, RUNS_WITHOUT)
             started = time.perf_counter()
-            for statement in CREATE_INDEXES:
+            for statement in recreate:
+                print(f"  {statement}")
                 await connection.execute(statement)
             await connection.execute("VACUUM ANALYZE financial_data")
-            print(f"built the indexes in {time.perf_counter() - started:.1f}s")
+            print(f"built the indexes above in {time.perf_counter() - started:.1f}s")
             with_indexes = await time_queries(client, RUNS_WITH)
     finally:
         await connection.close()

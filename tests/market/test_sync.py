@@ -8,7 +8,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from prometheus_client import REGISTRY
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -69,3 +69,15 @@ async def test_migration_creates_the_modelled_table(engine: AsyncEngine) -> None
     assert ["date", "symbol"] in [i["column_names"] for i in table["indexes"]]
     assert table["columns"]["open_price"].startswith("NUMERIC(18, 4)")
     assert table["columns"]["volume"] == "BIGINT"
+
+
+@pytest.mark.postgres
+async def test_postgres_unique_index_covers_the_values(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        definition = await connection.scalar(
+            text(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conname = 'uq_financial_data_symbol_date'"
+            )
+        )
+    assert definition == "UNIQUE (symbol, date) INCLUDE (open_price, close_price, volume)"

@@ -20,8 +20,14 @@ class FinancialData(Base):
 
     __tablename__ = "financial_data"
     __table_args__ = (
-        # Serves the upsert and every symbol-filtered read (statistics, chart, ?symbol=).
-        UniqueConstraint("symbol", "date", name="uq_financial_data_symbol_date"),
+        # Serves the upsert and every symbol-filtered read (statistics, chart, ?symbol=). On
+        # PostgreSQL it also carries the values, so those reads are index-only scans.
+        UniqueConstraint(
+            "symbol",
+            "date",
+            name="uq_financial_data_symbol_date",
+            postgresql_include=["open_price", "close_price", "volume"],
+        ),
         # Serves the contract's order (date, symbol) and date-range reads without a symbol.
         Index("ix_financial_data_date_symbol", "date", "symbol"),
         CheckConstraint("open_price >= 0 AND close_price >= 0", name="prices_not_negative"),

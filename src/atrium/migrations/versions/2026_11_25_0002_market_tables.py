@@ -33,7 +33,13 @@ def upgrade() -> None:
         sa.Column("close_price", sa.Numeric(18, 4), nullable=False),
         sa.Column("volume", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_financial_data"),
-        sa.UniqueConstraint("symbol", "date", name="uq_financial_data_symbol_date"),
+        # INCLUDE (PostgreSQL only; SQLite ignores it) makes symbol reads index-only scans.
+        sa.UniqueConstraint(
+            "symbol",
+            "date",
+            name="uq_financial_data_symbol_date",
+            postgresql_include=["open_price", "close_price", "volume"],
+        ),
         sa.CheckConstraint(
             "open_price >= 0 AND close_price >= 0",
             name="ck_financial_data_prices_not_negative",
