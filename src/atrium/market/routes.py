@@ -8,7 +8,6 @@ bad request, 404 for an unknown symbol or a page past the end) instead of proble
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -16,7 +15,6 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BeforeValidator
 
 from atrium.market import service
 from atrium.market.chart import render_close_chart
@@ -28,12 +26,13 @@ from atrium.market.schemas import (
     SYMBOL_PATTERN,
     FinancialDataError,
     FinancialDataResponse,
+    IsoDate,
+    OptionalIsoDate,
     Pagination,
     PriceRecord,
     Statistics,
     StatisticsError,
     StatisticsResponse,
-    _strict_iso_date,
     describe_errors,
     format_price,
 )
@@ -88,8 +87,6 @@ _financial = APIRouter(tags=["market"], route_class=_FinancialDataRoute)
 _statistics = APIRouter(tags=["market"], route_class=_StatisticsRoute)
 
 _DATE_HELP = "Inclusive, YYYY-MM-DD."
-OptionalDate = Annotated[dt.date | None, BeforeValidator(_strict_iso_date)]
-RequiredDate = Annotated[dt.date, BeforeValidator(_strict_iso_date)]
 
 
 def _upper(symbol: str | None) -> str | None:
@@ -114,10 +111,10 @@ def _upper(symbol: str | None) -> str | None:
 async def financial_data(
     session: SessionDep,
     start_date: Annotated[
-        OptionalDate, Query(description=f"First day. {_DATE_HELP}", examples=["2023-01-01"])
+        OptionalIsoDate, Query(description=f"First day. {_DATE_HELP}", examples=["2023-01-01"])
     ] = None,
     end_date: Annotated[
-        OptionalDate, Query(description=f"Last day. {_DATE_HELP}", examples=["2023-01-31"])
+        OptionalIsoDate, Query(description=f"Last day. {_DATE_HELP}", examples=["2023-01-31"])
     ] = None,
     symbol: Annotated[
         str | None,
@@ -167,10 +164,10 @@ async def financial_data(
 async def statistics(
     session: SessionDep,
     start_date: Annotated[
-        RequiredDate, Query(description=f"First day. {_DATE_HELP}", examples=["2023-01-01"])
+        IsoDate, Query(description=f"First day. {_DATE_HELP}", examples=["2023-01-01"])
     ],
     end_date: Annotated[
-        RequiredDate, Query(description=f"Last day. {_DATE_HELP}", examples=["2023-01-31"])
+        IsoDate, Query(description=f"Last day. {_DATE_HELP}", examples=["2023-01-31"])
     ],
     symbol: Annotated[
         str, Query(pattern=SYMBOL_PATTERN, description="The symbol.", examples=["IBM"])
@@ -211,10 +208,10 @@ async def close_price_chart(
         str, Query(pattern=SYMBOL_PATTERN, description="The symbol.", examples=["IBM"])
     ],
     start_date: Annotated[
-        OptionalDate, Query(description=f"First day. {_DATE_HELP}", examples=["2023-01-01"])
+        OptionalIsoDate, Query(description=f"First day. {_DATE_HELP}", examples=["2023-01-01"])
     ] = None,
     end_date: Annotated[
-        OptionalDate, Query(description=f"Last day. {_DATE_HELP}", examples=["2023-01-31"])
+        OptionalIsoDate, Query(description=f"Last day. {_DATE_HELP}", examples=["2023-01-31"])
     ] = None,
 ) -> SvgResponse:
     """A small line chart of the symbol's closing prices over the period, rendered server-side."""

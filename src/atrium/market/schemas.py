@@ -38,6 +38,7 @@ def _strict_iso_date(value: object) -> object:
 
 
 IsoDate = Annotated[dt.date, BeforeValidator(_strict_iso_date)]
+OptionalIsoDate = Annotated[dt.date | None, BeforeValidator(_strict_iso_date)]
 
 _PARAMETER_RULES = {
     "start_date": "start_date must be a date written YYYY-MM-DD",
