@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ import asyncpg
 import httpx
 import orjson
 
-from bench.hr_data import write_all
+from bench._hr_data import write_all
 
 ADMIN_URL = os.environ.get(
     "ATRIUM_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -273,7 +273,7 @@ def report(rows: list[tuple[str, str, str, str, str]]) -> None:
         print(line.format(*row))
 
 
-async def main(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace) -> None:
     run = uuid.uuid4().hex[:8]
     database, restore_db = f"atrium_bench_{run}", f"atrium_bench_restore_{run}"
     tools = {name: shutil.which(name) for name in ("psql", "pg_dump", "pg_restore")}
@@ -403,8 +403,8 @@ async def main(args: argparse.Namespace) -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def cli(argv: list[str] | None = None, runner: Callable[..., Any] = asyncio.run) -> None:
-    """Parse arguments and run."""
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run (``python -m bench.hr``, or ``python -m bench hr``)."""
     parser = argparse.ArgumentParser(prog="python -m bench.hr", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="hired_employees rows")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (best kept)")
@@ -414,8 +414,9 @@ def cli(argv: list[str] | None = None, runner: Callable[..., Any] = asyncio.run)
         "--batch-rows", type=int, default=1_000_000, help="rows sent through the batch API"
     )
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
-    runner(main(parser.parse_args(argv)))
+    asyncio.run(run(parser.parse_args(argv)))
+    return 0
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(main(sys.argv[1:]))

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from bench.hr_data import write_all
+from bench._hr_data import write_all
 from click.testing import CliRunner, Result
 
 from atrium.cli import main
