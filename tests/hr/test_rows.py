@@ -142,3 +142,54 @@ def test_fast_lane_only_passes_valid_rows(fields: list[str]) -> None:
     if fast_lines(r.HIRED_EMPLOYEES).fullmatch(line.encode() + b"\n"):
         row, errors = r.check_fields(r.HIRED_EMPLOYEES, line.split(","))
         assert row is not None, (line, errors)
+
+
+# The batch path checks rows with a fast pydantic filter first; whatever it decides must be
+# exactly what the one-row Python rules decide.
+_VALUES = st.one_of(
+    st.integers(min_value=-(2**33), max_value=2**33),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False),
+    st.sampled_from(
+        ["", " ", "\u00a0", "a\x00", "Ann", "2021-11-07T02:48:42Z", "2021-02-29T00:00:00Z",
+         "2020-02-29 00:00:00.5+15:59", "0001-01-01T00:00:00+01:00", "7", "  x  "]
+    ),
+    st.text(max_size=5),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "name", "datetime", "department_id", "job_id", "extra"]),
+        _VALUES,
+        min_size=4,
+    )
+)
+def test_batch_filter_agrees_with_the_row_rules(row: dict[str, object]) -> None:
+    assert r.check_json_rows(r.HIRED_EMPLOYEES, [row]) == [r.check_json_row(r.HIRED_EMPLOYEES, row)]
+
+
+_INTS = st.one_of(
+    st.sampled_from([0, -1, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, True]), st.integers()
+)
+_NAMES = st.one_of(
+    st.sampled_from(["Ann", " ", "\u00a0", "\u2003x", "a\x00b", "\t\n", "Zoë"]), st.text(max_size=4)
+)
+_DATETIMES = st.one_of(
+    st.sampled_from(
+        ["2021-11-07T02:48:42Z", "2021-02-29T00:00:00Z", "2020-02-29 00:00:00.5+15:59",
+         "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2021-04-31T00:00:00Z",
+         "2021-11-07T02:48:42.1234567Z", "2021-11-07T02:48:42+16:00"]
+    ),
+    st.text("0123456789-:TZ. +", max_size=22),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries(
+    {"id": _INTS, "name": _NAMES, "datetime": _DATETIMES, "department_id": _INTS, "job_id": _INTS}
+))  # fmt: skip
+def test_batch_filter_agrees_on_complete_rows(row: dict[str, object]) -> None:
+    assert r.check_json_rows(r.HIRED_EMPLOYEES, [row]) == [r.check_json_row(r.HIRED_EMPLOYEES, row)]

@@ -277,8 +277,7 @@ async def ingest_batch(
         await _lock_sqlite(session, spec)
     result = IngestResult(table=spec.name, received=len(items))
     candidates: list[tuple[int, Row]] = []
-    for index, item in enumerate(items):
-        row, errors = r.check_json_row(spec, item)
+    for index, (row, errors) in enumerate(r.check_json_rows(spec, items)):
         if row is None:
             result.rejected.append(Rejected(index, errors))
         else:

