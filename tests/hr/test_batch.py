@@ -71,6 +71,8 @@ async def test_lone_surrogate_is_refused(client: httpx.AsyncClient) -> None:
         ({"department_id": 99, "job_id": 77},
          ["department_id 99 does not exist", "job_id 77 does not exist"]),
         ({"name": ""}, ["name is empty"]),
+        ({"datetime": "0001-01-01T00:30:00+01:00"}, [NOT_ISO]),  # before year 1 in UTC
+        ({"datetime": "9999-12-31T23:30:00-01:00"}, [NOT_ISO]),  # after year 9999 in UTC
     ],
 )  # fmt: skip
 async def test_employee_rejections(
@@ -90,6 +92,17 @@ async def test_datetimes_are_stored_in_utc(seeded: httpx.AsyncClient) -> None:
     assert (await post_batch(seeded, "hired_employees", rows))["inserted"] == 3
     stored = [row["datetime"] for row in await rows_of(seeded, "hired_employees")]
     assert stored == ["2021-11-06T21:18:42Z", "2021-11-07T02:48:42Z", "2021-11-07T02:48:42.250000Z"]
+
+
+async def test_the_last_of_duplicate_keys_counts(client: httpx.AsyncClient) -> None:
+    # orjson and PostgreSQL's jsonb (which may read the body itself) agree on this.
+    response = await client.post(
+        "/hr/departments/batch",
+        content=b'[{"id": 1, "department": "first", "department": "last"}]',
+        headers={"content-type": "application/json"},
+    )
+    assert response.json()["inserted"] == 1
+    assert await rows_of(client, "departments") == [{"id": 1, "department": "last"}]
 
 
 async def test_batch_limits(client: httpx.AsyncClient) -> None:

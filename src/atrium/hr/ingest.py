@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from functools import cache
 from typing import Any, Literal
 
 from sqlalchemy import Table, text
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.hr import pgcsv
@@ -219,6 +220,62 @@ async def _insert_returning(
     return set(result.scalars())
 
 
+_JSON_TYPES = {"int": "int4", "text": "text", "datetime": "text"}
+
+
+@cache
+def _json_insert_sql(spec: TableSpec) -> str:
+    columns = []
+    for c in spec.columns:
+        if c.kind == "datetime":
+            # A date-time without a zone is UTC, whatever the session's TimeZone says.
+            columns.append(
+                f"({c.name} || CASE WHEN right({c.name}, 1) = 'Z' OR "
+                f"substr({c.name}, length({c.name}) - 5, 1) IN ('+', '-') THEN '' ELSE 'Z' END"
+                ")::timestamptz"
+            )
+        else:
+            columns.append(c.name)
+    record = ", ".join(f"{c.name} {_JSON_TYPES[c.kind]}" for c in spec.columns)
+    return (
+        f"INSERT INTO {spec.name} ({', '.join(spec.column_names)}) "  # noqa: S608
+        f"SELECT {', '.join(columns)} FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({record})"
+    )
+
+
+async def _insert_json(
+    session: AsyncSession, spec: TableSpec, items: Sequence[Mapping[str, Any]], body: bytes
+) -> bool:
+    """Store a batch whose every row passed the strict filter by handing PostgreSQL the JSON
+    text itself (``jsonb_to_recordset``), in a savepoint; False if a key or a calendar date
+    objected (nothing stored then: the caller takes the careful path).
+
+    Building typed arrays in Python cost ~3 ms of the API's CPU per 1000 rows; this costs
+    the API nearly nothing and the database no more (measured). It is exact because the
+    filter guarantees the keys, types, ranges and the ISO shape of every value; what it
+    cannot know (an existing id, a missing department, February 30) makes the INSERT raise.
+    jsonb keeps the last of duplicate keys, as orjson does.
+    """
+    ids = [item["id"] for item in items]
+    if len(set(ids)) != len(ids):
+        return False
+    for column in spec.columns:
+        # Years 1 and 9999 may leave the representable range once an offset applies.
+        if column.kind == "datetime" and any(
+            item[column.name].startswith(("0001", "9999")) for item in items
+        ):
+            return False
+    try:
+        async with session.begin_nested():
+            await session.execute(text(_json_insert_sql(spec)), {"rows": body.decode()})
+    except DBAPIError as exc:
+        # SQLSTATE class 23: a key objected; class 22: a date the calendar lacks.
+        if str(getattr(exc.orig, "sqlstate", "") or "")[:2] in {"22", "23"}:
+            return False
+        raise
+    return True
+
+
 async def _insert_optimistically(
     session: AsyncSession,
     spec: TableSpec,
@@ -271,18 +328,27 @@ async def ingest_batch(
     items: Sequence[Mapping[str, Any]],
     *,
     update: bool = False,
+    body: bytes | None = None,
 ) -> IngestResult:
-    """Validate and store one JSON batch; invalid rows are rejected, never stored."""
-    if not is_postgres(session):
+    """Validate and store one JSON batch; invalid rows are rejected, never stored.
+
+    ``body``, the JSON text of ``items``, lets PostgreSQL parse the rows itself when the
+    whole batch is plainly valid (see :func:`_insert_json`)."""
+    postgres = is_postgres(session)
+    if not postgres:
         await _lock_sqlite(session, spec)
     result = IngestResult(table=spec.name, received=len(items))
+    suspects = r.batch_suspects(spec, items)
+    plainly_valid = postgres and body is not None and not update and not suspects
+    if plainly_valid and body is not None and await _insert_json(session, spec, items, body):
+        result.inserted = len(items)
+        return result
     candidates: list[tuple[int, Row]] = []
-    for index, (row, errors) in enumerate(r.check_json_rows(spec, items)):
+    for index, (row, errors) in enumerate(r.check_json_rows(spec, items, suspects)):
         if row is None:
             result.rejected.append(Rejected(index, errors))
         else:
             candidates.append((index, row))
-    postgres = is_postgres(session)
     unique_ids = len({row[0] for _, row in candidates}) == len(candidates)
     try:
         if postgres and unique_ids and candidates and not update:

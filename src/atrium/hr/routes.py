@@ -235,9 +235,11 @@ async def insert_batch(
     date-times, that the department and job exist, and duplicate ids (in the table or the
     batch). The answer is 200 whenever the batch itself was readable, rejects included.
     """
-    rows = await json_rows(request)
+    rows, body = await json_rows(request)
     spec = service.table_spec(table)
-    result = await service.store_batch(session, spec, rows, update=on_conflict == "update")
+    result = await service.store_batch(
+        session, spec, rows, update=on_conflict == "update", body=body
+    )
     return BatchSummary(
         received=result.received, inserted=result.inserted, rejected=_rejected(result)
     )

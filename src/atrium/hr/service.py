@@ -35,10 +35,16 @@ def backup_store(settings: Settings) -> BlobStore:
 
 
 async def store_batch(
-    session: AsyncSession, spec: TableSpec, items: Sequence[Mapping[str, Any]], *, update: bool
+    session: AsyncSession,
+    spec: TableSpec,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    update: bool,
+    body: bytes | None = None,
 ) -> IngestResult:
-    """Validate and store one JSON batch (rejects logged and counted)."""
-    result = await ingest.ingest_batch(session, spec, items, update=update)
+    """Validate and store one JSON batch (rejects logged and counted); ``body`` is the JSON
+    the items were parsed from, which PostgreSQL may then read itself."""
+    result = await ingest.ingest_batch(session, spec, items, update=update, body=body)
     ingest.record(result, "batch", len(items))
     return result
 

@@ -142,8 +142,9 @@ def _invalid(kind: str, message: str, *loc: int | str, **ctx: Any) -> RequestVal
     return RequestValidationError([error])
 
 
-async def json_rows(request: Request) -> list[dict[str, Any]]:
-    """The body as a list of 1 to 1000 JSON objects, or a 415/422 problem."""
+async def json_rows(request: Request) -> tuple[list[dict[str, Any]], bytes]:
+    """The body as a list of 1 to 1000 JSON objects (and the body itself), or a 415/422
+    problem."""
     media, _ = parse_options_header(request.headers.get("content-type") or "")
     media = media.lower()
     if media and media != b"application/json" and not media.endswith(b"+json"):
@@ -164,4 +165,4 @@ async def json_rows(request: Request) -> list[dict[str, Any]]:
     for index, row in enumerate(rows):
         if type(row) is not dict:
             raise _invalid("dict_type", "Input should be a valid dictionary", index)
-    return rows
+    return rows, body
