@@ -220,26 +220,12 @@ async def _insert_returning(
     return set(result.scalars())
 
 
-_JSON_TYPES = {"int": "int4", "text": "text", "datetime": "text"}
-
-
 @cache
 def _json_insert_sql(spec: TableSpec) -> str:
-    columns = []
-    for c in spec.columns:
-        if c.kind == "datetime":
-            # A date-time without a zone is UTC, whatever the session's TimeZone says.
-            columns.append(
-                f"({c.name} || CASE WHEN right({c.name}, 1) = 'Z' OR "
-                f"substr({c.name}, length({c.name}) - 5, 1) IN ('+', '-') THEN '' ELSE 'Z' END"
-                ")::timestamptz"
-            )
-        else:
-            columns.append(c.name)
-    record = ", ".join(f"{c.name} {_JSON_TYPES[c.kind]}" for c in spec.columns)
+    record = ", ".join(f"{c.name} {_PG_ARRAY_TYPES[c.kind]}" for c in spec.columns)
     return (
         f"INSERT INTO {spec.name} ({', '.join(spec.column_names)}) "  # noqa: S608
-        f"SELECT {', '.join(columns)} FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({record})"
+        f"SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS x({record})"
     )
 
 
@@ -251,20 +237,25 @@ async def _insert_json(
     objected (nothing stored then: the caller takes the careful path).
 
     Building typed arrays in Python cost ~3 ms of the API's CPU per 1000 rows; this costs
-    the API nearly nothing and the database no more (measured). It is exact because the
-    filter guarantees the keys, types, ranges and the ISO shape of every value; what it
-    cannot know (an existing id, a missing department, February 30) makes the INSERT raise.
-    jsonb keeps the last of duplicate keys, as orjson does.
+    the API nearly nothing and the database about as much as the arrays (``json``, with the
+    record typed directly; ``jsonb`` or a text-then-cast date-time was ~20% slower there;
+    measured). It is exact because the filter guarantees the keys, types, ranges and ISO
+    shape of every value; what it cannot know (an existing id, a missing department,
+    February 30) makes the INSERT raise. PostgreSQL's json functions, like orjson, take the
+    last of duplicate keys.
     """
     ids = [item["id"] for item in items]
     if len(set(ids)) != len(ids):
         return False
     for column in spec.columns:
-        # Years 1 and 9999 may leave the representable range once an offset applies.
-        if column.kind == "datetime" and any(
-            item[column.name].startswith(("0001", "9999")) for item in items
-        ):
-            return False
+        if column.kind != "datetime":
+            continue
+        for item in items:
+            value: str = item[column.name]
+            if value.startswith(("0001", "9999")):
+                return False  # may leave the representable range once the offset applies
+            if value[-1] != "Z" and value[-6] not in "+-":
+                return False  # no zone: UTC for us, the session's TimeZone for PostgreSQL
     try:
         async with session.begin_nested():
             await session.execute(text(_json_insert_sql(spec)), {"rows": body.decode()})
