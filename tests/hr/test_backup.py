@@ -237,3 +237,19 @@ async def test_half_written_backup_is_not_listed(
     assert manifest["id"] in listed
     assert orphan.name not in listed
     assert (await client.get(f"/hr/backups/{orphan.name}")).status_code == 404
+
+
+async def test_round_trip_in_many_chunks(
+    filled: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atrium.hr import backup
+
+    monkeypatch.setattr(backup, "FETCH_ROWS", 2)  # every table spans several chunks
+    await post_batch(filled, "hired_employees", [employee(i, 1 + i % 3) for i in range(10, 17)])
+    before = await snapshot(filled)
+    manifest = await make_backup(filled)
+    assert manifest["tables"]["hired_employees"]["rows"] == 10
+    await wipe(filled)
+    response = await filled.post(f"/hr/backups/{manifest['id']}/restore")
+    assert response.status_code == 200, response.text
+    assert await snapshot(filled) == before
