@@ -233,8 +233,8 @@ async def _insert_json(
     session: AsyncSession, spec: TableSpec, items: Sequence[Mapping[str, Any]], body: bytes
 ) -> bool:
     """Store a batch whose every row passed the strict filter by handing PostgreSQL the JSON
-    text itself (``jsonb_to_recordset``), in a savepoint; False if a key or a calendar date
-    objected (nothing stored then: the caller takes the careful path).
+    text itself (``json_to_recordset``); False if a key or a calendar date objected (nothing
+    stored then: the caller takes the careful path).
 
     Building typed arrays in Python cost ~3 ms of the API's CPU per 1000 rows; this costs
     the API nearly nothing and the database about as much as the arrays (``json``, with the
@@ -256,14 +256,32 @@ async def _insert_json(
                 return False  # may leave the representable range once the offset applies
             if value[-1] != "Z" and value[-6] not in "+-":
                 return False  # no zone: UTC for us, the session's TimeZone for PostgreSQL
-    try:
-        async with session.begin_nested():
-            await session.execute(text(_json_insert_sql(spec)), {"rows": body.decode()})
-    except DBAPIError as exc:
-        # SQLSTATE class 23: a key objected; class 22: a date the calendar lacks.
-        if str(getattr(exc.orig, "sqlstate", "") or "")[:2] in {"22", "23"}:
-            return False
-        raise
+    import asyncpg
+
+    # SQLSTATE class 23: a key objected; class 22: a date the calendar lacks.
+    objections = {"22", "23"}
+    if session.in_transaction():
+        # The request already did database work: stay inside its transaction.
+        try:
+            async with session.begin_nested():
+                await session.execute(text(_json_insert_sql(spec)), {"rows": body.decode()})
+        except DBAPIError as exc:
+            if str(getattr(exc.orig, "sqlstate", "") or "")[:2] in objections:
+                return False
+            raise
+        return True
+    # Usual case: this INSERT is the request's only write, and one statement is atomic by
+    # itself, so run it alone (autocommit) on a pooled connection: one round trip instead of
+    # BEGIN, SAVEPOINT, INSERT, RELEASE and COMMIT, about a fifth of the API's CPU per batch.
+    engine: Any = session.bind
+    async with engine.connect() as connection:
+        raw: Any = (await connection.get_raw_connection()).driver_connection
+        try:
+            await raw.execute(_json_insert_sql(spec).replace(":rows", "$1"), body.decode())
+        except asyncpg.PostgresError as exc:
+            if str(exc.sqlstate or "")[:2] in objections:
+                return False
+            raise
     return True
 
 
