@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import click
 
+from atrium.platform.apikeys_cli import apikeys, bootstrap_admin_key, print_bootstrap_key
 from atrium.platform.db import create_engine
 from atrium.platform.migrate import upgrade
 from atrium.settings import get_settings
@@ -29,6 +31,14 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     if settings.should_auto_migrate:
         # Migrate once here, before workers start, so N workers never race on it.
         asyncio.run(_migrate())
+    # The embedded default's first start creates an admin key and shows it once.
+    first_key = asyncio.run(bootstrap_admin_key(settings))
+    if first_key is not None:
+        print_bootstrap_key(first_key)
+    if workers:
+        # Worker processes read their settings from the environment; they must know how many
+        # siblings they have (the in-process cache turns itself off with more than one).
+        os.environ["ATRIUM_WORKERS"] = str(workers)
     uvicorn.run(
         "atrium.app:create_app",
         factory=True,
@@ -55,6 +65,9 @@ def migrate() -> None:
     """Apply every pending database migration."""
     asyncio.run(_migrate())
     click.echo("database is at the latest revision", err=True)
+
+
+main.add_command(apikeys)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -226,17 +227,40 @@ async def _request_validation(request: Request, exc: Exception) -> Response:
     )
 
 
+def _allowed_methods(request: Request) -> str | None:
+    """Every method some route serves at this path.
+
+    Starlette's 405 names only the methods of the first route matching the path, but one path
+    is often served by several routes (``GET /templates`` and ``POST /templates``).
+    """
+    path: str = request.scope["path"]
+    root: str = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    methods: set[str] = set()
+    try:
+        for route in iter_route_contexts(request.app.routes):
+            route_methods = route.methods
+            regex = getattr(route, "path_regex", None)
+            if route_methods and regex is not None and regex.match(path):
+                methods |= set(route_methods)
+    except Exception:  # routing internals moved: keep Starlette's own header
+        return None
+    return ", ".join(sorted(methods)) if methods else None
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     detail: str | None = exc.detail if isinstance(exc.detail, str) else None
     if detail == HTTPStatus(exc.status_code).phrase:
         detail = None
+    headers = dict(exc.headers or {})  # keeps ``WWW-Authenticate`` on 401
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = allowed
     return problem_response(
-        request,
-        exc.status_code,
-        slug_for_status(exc.status_code),
-        detail=detail,
-        headers=exc.headers,  # keeps ``Allow`` on 405 and ``WWW-Authenticate`` on 401
+        request, exc.status_code, slug_for_status(exc.status_code), detail=detail, headers=headers
     )
 
 
