@@ -146,6 +146,8 @@ async def update_fields(
         # PostgreSQL's BEFORE trigger sets it; SQLite's trigger runs after the statement, too
         # late for RETURNING, so the statement sets it itself.
         values["modified"] = _SQLITE_NEXT_MODIFIED
+    elif not values:
+        values["modified"] = Template.modified  # an empty PATCH still counts as an update
     statement = (
         update(Template)
         .where(*conditions)
