@@ -46,7 +46,7 @@ async def test_modified_moves_on_raw_updates_too(session: AsyncSession) -> None:
     assert after.created == created.created
 
 
-async def test_unique_templateid(session: AsyncSession) -> None:
+async def test_unique_templateid(session: AsyncSession, backend: str) -> None:
     first = await service.create(session, TemplateIn(name="a"))
     await session.commit()
     with pytest.raises(IntegrityError):
