@@ -27,6 +27,7 @@ from atrium.platform.middleware import BodyLimitMiddleware, RequestContextMiddle
 from atrium.platform.migrate import upgrade
 from atrium.platform.openapi import install_openapi
 from atrium.settings import Settings, get_settings
+from atrium.templates.routes import CACHED_READS as TEMPLATES_CACHED_READS
 from atrium.templates.routes import router as templates_router
 
 log = logging.getLogger("atrium")
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 app.state.redis = redis
             # --- platform: cache, API keys, rate limits, idempotency -------------------------
             app.state.cache = build_cache(settings, app.state.redis)
-            start_guard(app.state, settings, engine, app.state.redis)
+            await start_guard(app.state, settings, engine, app.state.redis)
             app.state.test_reset_hooks = [
                 *getattr(app.state, "test_reset_hooks", []),
                 lambda: reset_in_process_state(app.state),
@@ -138,6 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         IdempotencyMiddleware, state=app.state, settings=settings, paths=IDEMPOTENT_POSTS
     )
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
-    app.add_middleware(GuardMiddleware, state=app.state, settings=settings)
+    app.add_middleware(
+        GuardMiddleware, state=app.state, settings=settings, cached_reads=TEMPLATES_CACHED_READS
+    )
     app.add_middleware(RequestContextMiddleware, replica_name=settings.replica_name)
     return app

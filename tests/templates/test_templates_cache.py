@@ -130,3 +130,45 @@ async def test_no_stale_read_across_processes(
         for server in two_servers:
             final = await http.get(f"{server.url}{path}")
             assert final.json()["content"] == "60"
+
+
+async def test_hits_are_answered_by_the_front_door(
+    client: httpx.AsyncClient, clean: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached GET by id never enters the framework, yet answers exactly like the route."""
+    from atrium.platform import guard
+
+    served: list[int] = []
+    original = guard._serve_cached
+
+    async def spy(*args: object, **kwargs: object) -> None:
+        served.append(1)
+        await original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(guard, "_serve_cached", spy)
+    created = (await client.post("/templates", json={"content": "fast"})).json()
+    url = f"/templates/{created['templateid']}"
+    miss = await client.get(url)
+    assert served == []
+    hit = await client.get(url)
+    assert served == [1]
+    assert hit.status_code == 200
+    assert hit.content == miss.content
+    for header in ("etag", "content-type", "ratelimit-limit"):
+        assert hit.headers[header] == miss.headers[header], header
+    assert "ratelimit-remaining" in hit.headers
+    not_modified = await client.get(url, headers={"If-None-Match": hit.headers["etag"]})
+    assert not_modified.status_code == 304
+    assert not_modified.content == b""
+    assert served == [1, 1]
+    # Scopes still rule: a key that may not read falls through to the route's 403.
+    writer, _ = await clean.state.api_keys.create("w", ("templates:write",))
+    refused = await client.get(url, headers={"X-API-KEY": writer})
+    assert refused.status_code == 403
+    assert served == [1, 1]
+    # An id the route would reject is left to the route.
+    assert (await client.get("/templates/not-a-uuid")).status_code == 422
+    # Upper-case ids are the same template.
+    upper = await client.get(url.upper().replace("/TEMPLATES/", "/templates/"))
+    assert upper.status_code == 200
+    assert upper.content == miss.content

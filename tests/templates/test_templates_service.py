@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from atrium.platform.conditional import if_match_holds, if_none_match_hits
 from atrium.templates import service
 from atrium.templates.schemas import TemplateIn
 
@@ -88,9 +89,9 @@ async def test_precondition_checked_against_the_row_that_is_written(
 
 
 def test_entity_tag_comparisons() -> None:
-    assert service.if_match_holds('"a", "b"', '"b"')
-    assert service.if_match_holds("*", '"b"')
-    assert not service.if_match_holds('W/"b"', '"b"')  # If-Match compares strongly
-    assert service.if_none_match_hits('W/"b"', '"b"')  # If-None-Match weakly
-    assert service.if_none_match_hits("*", '"b"')
-    assert not service.if_none_match_hits('"a"', '"b"')
+    assert if_match_holds('"a", "b"', '"b"')
+    assert if_match_holds("*", '"b"')
+    assert not if_match_holds('W/"b"', '"b"')  # If-Match compares strongly
+    assert if_none_match_hits('W/"b"', '"b"')  # If-None-Match weakly
+    assert if_none_match_hits("*", '"b"')
+    assert not if_none_match_hits('"a"', '"b"')

@@ -40,6 +40,7 @@ from sqlalchemy import DateTime, Integer, String, Table, Text, func, select, upd
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
+from atrium.platform.cache import Cache, RedisBackend
 from atrium.platform.db import Base
 from atrium.platform.errors import Forbidden, Unauthorized
 from atrium.platform.metrics import API_KEY_FAILURES
@@ -229,6 +230,20 @@ def _iso(value: datetime | None) -> str:
 
 
 KeyCheck = tuple[ApiKey | None, Decision | None]
+KeyCheckRead = tuple[ApiKey | None, Decision | None, bytes | None]
+
+
+async def _read_if_admitted(
+    check: KeyCheck, cache: Cache, namespace: str, cache_key: str
+) -> KeyCheckRead:
+    record, decision = check
+    if record is None or not record.active or (decision is not None and not decision.allowed):
+        return record, decision, None
+    try:
+        _, value = await cache.backend.get_versioned(namespace, cache_key)
+    except Exception:
+        value = None  # the route will try again and degrade to the database
+    return record, decision, value
 
 
 class KeyStore(Protocol):
@@ -254,6 +269,20 @@ class KeyStore(Protocol):
 
     async def check(self, key_hash: str, limiter: Limiter, default_limit: int) -> KeyCheck:
         """The record and the rate-limit decision of one request with this key."""
+
+    async def check_and_read(
+        self,
+        key_hash: str,
+        limiter: Limiter,
+        default_limit: int,
+        cache: Cache,
+        namespace: str,
+        cache_key: str,
+    ) -> KeyCheckRead:
+        """:meth:`check`, plus the cache entry when admitted (one round trip with Redis)."""
+
+    async def warm(self) -> None:
+        """Load what the per-request checks use (at start-up; failures are not fatal)."""
 
     def reset(self) -> None:
         """Drop in-process state (tests)."""
@@ -352,6 +381,19 @@ class SqlKeyStore:
         decision = await limiter.hit("key:" + key_hash[:32], record.rate_limit or default_limit)
         return record, decision
 
+    async def check_and_read(
+        self,
+        key_hash: str,
+        limiter: Limiter,
+        default_limit: int,
+        cache: Cache,
+        namespace: str,
+        cache_key: str,
+    ) -> KeyCheckRead:
+        """:meth:`check`, then the (in-process) cache entry."""
+        check = await self.check(key_hash, limiter, default_limit)
+        return await _read_if_admitted(check, cache, namespace, cache_key)
+
     async def create(
         self,
         owner: str,
@@ -397,6 +439,13 @@ class SqlKeyStore:
         await self.load()
         return ApiKeyRow(**row._mapping).record() if row is not None else None
 
+    async def warm(self) -> None:
+        """Load the table (at start-up)."""
+        try:
+            await self.load()
+        except Exception:
+            log.warning("could not load the api keys yet (not migrated?)", exc_info=True)
+
     def reset(self) -> None:
         """Forget the in-memory copy (the next lookup reloads)."""
         self._by_hash = {}
@@ -407,7 +456,7 @@ class SqlKeyStore:
 # One round trip per request: the key's record and its rate-limit bucket together.
 # KEYS[1] = the hash, KEYS[2] = the key's bucket; ARGV = field, default limit, period (µs).
 # Returns {-1} (unknown), {-2, record} (revoked) or {allowed, remaining, retry_us, reset_us,
-# limit, record}.
+# limit, record[, cached entry]}.
 _CHECK_KEY_LUA = (
     GCRA_LUA
     + """
@@ -424,6 +473,12 @@ if ok and type(data) == 'table' then
   if override and override >= 1 then limit = math.floor(override) end
 end
 local r = gcra(KEYS[2], limit, tonumber(ARGV[3]))
+if r[1] == 1 and #KEYS >= 3 then
+  -- a cached read in the same round trip: KEYS[3] = the namespace's version key,
+  -- ARGV[4] .. version .. ARGV[5] = the entry
+  local version = redis.call('GET', KEYS[3]) or '0'
+  return {r[1], r[2], r[3], r[4], limit, record, redis.call('GET', ARGV[4] .. version .. ARGV[5])}
+end
 return {r[1], r[2], r[3], r[4], limit, record}
 """
 )
@@ -486,33 +541,63 @@ class RedisKeyStore:
 
     async def check(self, key_hash: str, limiter: Limiter, default_limit: int) -> KeyCheck:
         """The key's record and its bucket in one script call (one round trip)."""
+        record, decision, _ = await self._check(key_hash, limiter, default_limit, None)
+        return record, decision
+
+    async def check_and_read(
+        self,
+        key_hash: str,
+        limiter: Limiter,
+        default_limit: int,
+        cache: Cache,
+        namespace: str,
+        cache_key: str,
+    ) -> KeyCheckRead:
+        """Record, bucket and cache entry, still in one script call when the cache is Redis."""
+        backend = cache.backend
+        if not isinstance(backend, RedisBackend):
+            check = await self.check(key_hash, limiter, default_limit)
+            return await _read_if_admitted(check, cache, namespace, cache_key)
+        read = (backend.version_key(namespace), backend.entry_prefix(namespace), f":{cache_key}")
+        return await self._check(key_hash, limiter, default_limit, read)
+
+    async def _check(
+        self,
+        key_hash: str,
+        limiter: Limiter,
+        default_limit: int,
+        read: tuple[str, str, str] | None,
+    ) -> KeyCheckRead:
         self._maybe_refresh_snapshot()
         if not isinstance(limiter, RedisLimiter):  # not how the app wires it, but be correct
             record = await self.lookup(key_hash)
             if record is None or not record.active:
-                return record, None
-            return record, await limiter.hit(
-                "key:" + key_hash[:32], record.rate_limit or default_limit
-            )
+                return record, None, None
+            limit = record.rate_limit or default_limit
+            return record, await limiter.hit("key:" + key_hash[:32], limit), None
         if self.health.available:
+            keys = [self.hash, limiter.prefix + "key:" + key_hash[:32]]
+            args: list[Any] = [key_hash, default_limit, PERIOD_SECONDS * 1_000_000]
+            if read is not None:
+                keys.append(read[0])
+                args += read[1:]
             try:
-                reply = await self._script(
-                    keys=[self.hash, limiter.prefix + "key:" + key_hash[:32]],
-                    args=[key_hash, default_limit, PERIOD_SECONDS * 1_000_000],
-                )
+                reply = await self._script(keys=keys, args=args)
             except Exception as exc:
                 self.health.failed("api key check", exc)
             else:
                 self.health.recovered()
                 code = int(reply[0])
                 if code == -1:
-                    return None, None
+                    return None, None, None
                 if code == -2:
-                    return self._parse(reply[1], key_hash), None
-                return self._parse(reply[5], key_hash), Decision.from_script(int(reply[4]), reply)
+                    return self._parse(reply[1], key_hash), None, None
+                record = self._parse(reply[5], key_hash)
+                decision = Decision.from_script(int(reply[4]), reply)
+                return record, decision, reply[6] if len(reply) > 6 else None
         # Redis unreachable: known keys keep working (or 503 when failing closed).
         self.health.unavailable()
-        return self._snapshot.get(key_hash), None
+        return self._snapshot.get(key_hash), None, None
 
     async def create(
         self,
@@ -550,6 +635,11 @@ class RedisKeyStore:
                 self._snapshot[field_name] = record
                 return record
         return None
+
+    async def warm(self) -> None:
+        """Take the first snapshot (at start-up)."""
+        self._snapshot_at = time.monotonic()
+        await self._quiet_refresh()
 
     def reset(self) -> None:
         """Forget the snapshot."""

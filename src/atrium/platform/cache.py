@@ -125,26 +125,28 @@ class RedisBackend:
         self.prefix = f"{prefix}cache:"
         self._script = redis.register_script(_GET_VERSIONED)
 
-    def _version_key(self, namespace: str) -> str:
+    def version_key(self, namespace: str) -> str:
+        """The Redis key of a namespace's version."""
         return f"{self.prefix}{namespace}:version"
 
-    def _entry_prefix(self, namespace: str) -> str:
+    def entry_prefix(self, namespace: str) -> str:
+        """Entries live at ``entry_prefix(ns) + version + ":" + key``."""
         return f"{self.prefix}{namespace}:v"
 
     async def get_versioned(self, namespace: str, key: str) -> tuple[int, bytes | None]:
         """Version and entry in one round trip (a Lua script)."""
         version, value = await self._script(
-            keys=[self._version_key(namespace)], args=[self._entry_prefix(namespace), f":{key}"]
+            keys=[self.version_key(namespace)], args=[self.entry_prefix(namespace), f":{key}"]
         )
         return int(version), value
 
     async def set(self, namespace: str, version: int, key: str, value: bytes, ttl: int) -> None:
         """SET with expiry under the version read before loading."""
-        await self.redis.set(f"{self._entry_prefix(namespace)}{version}:{key}", value, ex=ttl)
+        await self.redis.set(f"{self.entry_prefix(namespace)}{version}:{key}", value, ex=ttl)
 
     async def bump(self, namespace: str) -> None:
         """INCR the namespace version (atomic across processes)."""
-        await self.redis.incr(self._version_key(namespace))
+        await self.redis.incr(self.version_key(namespace))
 
 
 class Cache:

@@ -13,11 +13,20 @@ For every request except health, metrics and docs, :class:`GuardMiddleware`
    response.
 
 With Redis, steps 1 and 2 are a single script call: one round trip, no database.
+
+Domains may also declare :class:`CachedRead` rules: a keyed GET that matches one is looked up
+in the cache within that same script call and, on a hit, answered right here from the cached
+body and ETag (304 for a matching ``If-None-Match``), without entering the framework at all.
+Misses, and requests the key's scopes do not allow, continue to the route as usual, which
+loads, caches and answers, or refuses with the right problem.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -26,8 +35,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atrium.platform.apikeys import KeyStore, anonymous_principal, hash_key
 from atrium.platform.clientip import ClientIpResolver
+from atrium.platform.conditional import if_none_match_hits, unpack_representation
 from atrium.platform.errors import PROBLEM_MEDIA_TYPE, problem_type
-from atrium.platform.metrics import API_KEY_FAILURES, RATE_LIMIT_REJECTIONS
+from atrium.platform.metrics import API_KEY_FAILURES, CACHE_REQUESTS, RATE_LIMIT_REJECTIONS
 from atrium.platform.ratelimit import Decision, Limiter, LimiterUnavailable
 from atrium.settings import Settings
 
@@ -38,6 +48,28 @@ EXEMPT_PREFIXES = ("/static/",)
 # Registration and login: open to anyone, so limited per client address (by path, so that
 # it applies to whichever router serves them).
 AUTH_ENDPOINTS = frozenset({("POST", "/users"), ("POST", "/auth/token")})
+
+
+@dataclass(frozen=True)
+class CachedRead:
+    """A GET whose cache hits the front door may answer itself (see the module docstring).
+
+    The cache entry must be a :func:`atrium.platform.conditional.pack_representation` of a JSON
+    body, stored by the route under ``locate(match)`` = ``(namespace, key)``; ``locate`` returns
+    ``None`` for paths the route must answer itself (e.g. an invalid id: 422).
+    """
+
+    path: re.Pattern[str]
+    route: str
+    scope: str
+    cache_name: str
+    locate: Callable[[re.Match[str]], tuple[str, str] | None]
+    # What logs and metrics see as the matched route (a route template, never the raw path).
+    route_stub: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        stub = SimpleNamespace(path=self.route, path_format=self.route)
+        object.__setattr__(self, "route_stub", stub)
 
 
 def is_exempt(path: str) -> bool:
@@ -79,12 +111,29 @@ async def send_problem(
 class GuardMiddleware:
     """API-key identification and rate limiting for every non-exempt request."""
 
-    def __init__(self, app: ASGIApp, state: State, settings: Settings) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        state: State,
+        settings: Settings,
+        cached_reads: Sequence[CachedRead] = (),
+    ) -> None:
         self.app = app
         self.state = state
         self.settings = settings
         self.client_ip = ClientIpResolver(settings.trusted_proxies)
         self.anonymous = anonymous_principal(settings)
+        self.cached_reads = tuple(cached_reads)
+
+    def _cached_read(self, scope: Scope) -> tuple[CachedRead, str, str] | None:
+        if scope["method"] != "GET":
+            return None
+        for rule in self.cached_reads:
+            match = rule.path.fullmatch(scope["path"])
+            if match is not None:
+                located = rule.locate(match)
+                return None if located is None else (rule, *located)
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_exempt(scope["path"]):
@@ -100,9 +149,15 @@ class GuardMiddleware:
         try:
             if key:
                 keys: KeyStore = self.state.api_keys
-                record, decision = await keys.check(
-                    hash_key(key), limiter, self.settings.rate_limit
-                )
+                default = self.settings.rate_limit
+                read = self._cached_read(scope) if self.cached_reads else None
+                cached: bytes | None = None
+                if read is None:
+                    record, decision = await keys.check(hash_key(key), limiter, default)
+                else:
+                    record, decision, cached = await keys.check_and_read(
+                        hash_key(key), limiter, default, self.state.cache, read[1], read[2]
+                    )
                 if record is None or not record.active:
                     API_KEY_FAILURES.labels("unknown" if record is None else "revoked").inc()
                     await send_problem(
@@ -117,6 +172,14 @@ class GuardMiddleware:
                     return
                 state["principal"] = record.principal()
                 bucket = "key"
+                if (
+                    cached is not None
+                    and read is not None
+                    and state["principal"].allows(read[0].scope)
+                    and (decision is None or decision.allowed)
+                ):
+                    await _serve_cached(scope, send, read[0], cached, decision)
+                    return
             else:
                 ip = self.client_ip(scope)
                 state["client_ip"] = ip
@@ -156,6 +219,29 @@ class GuardMiddleware:
         await self.app(scope, receive, _with_headers(send, decision))
 
 
+async def _serve_cached(
+    scope: Scope, send: Send, rule: CachedRead, value: bytes, decision: Decision | None
+) -> None:
+    """Answer a cache hit as the route would have: body, ETag, 304, rate-limit headers."""
+    CACHE_REQUESTS.labels(rule.cache_name, "hit").inc()
+    scope["route"] = rule.route_stub
+    etag, body = unpack_representation(value)
+    headers: list[tuple[bytes, bytes]] = [(b"etag", etag.encode())]
+    if decision is not None:
+        headers += decision.headers()
+    for name, header in scope["headers"]:
+        if name == b"if-none-match" and if_none_match_hits(header.decode("latin-1"), etag):
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+    headers += [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def _with_headers(send: Send, decision: Decision) -> Send:
     extra = decision.headers()
 
@@ -167,11 +253,12 @@ def _with_headers(send: Send, decision: Decision) -> Send:
     return send_with_headers
 
 
-def start_guard(state: State, settings: Settings, engine: Any, redis: Any) -> None:
+async def start_guard(state: State, settings: Settings, engine: Any, redis: Any) -> None:
     """Build the key store, the limiter and the idempotency store onto ``app.state``.
 
     Called from the lifespan once the engine and Redis exist; the middlewares read them
-    from ``app.state`` per request.
+    from ``app.state`` per request. The keys are loaded at once, so that the first requests
+    need no database and known keys work even if Redis is down from the start.
     """
     from atrium.platform.apikeys import build_key_store
     from atrium.platform.idempotency import build_idempotency_store
@@ -184,6 +271,7 @@ def start_guard(state: State, settings: Settings, engine: Any, redis: Any) -> No
     )
     state.api_keys = build_key_store(settings, engine, redis, health)
     state.idempotency = build_idempotency_store(settings, engine, redis)
+    await state.api_keys.warm()
 
 
 async def reset_in_process_state(state: State) -> None:

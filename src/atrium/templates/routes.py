@@ -9,6 +9,7 @@ boundary, between the two cache bumps that keep every process from reading stale
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from typing import Annotated, Any
 
@@ -17,8 +18,15 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from atrium.platform.cache import Cache
+from atrium.platform.conditional import (
+    etag_of,
+    if_none_match_hits,
+    pack_representation,
+    unpack_representation,
+)
 from atrium.platform.db import SessionDep
 from atrium.platform.errors import problem_responses
+from atrium.platform.guard import CachedRead
 from atrium.platform.idempotency import DOC as IDEMPOTENCY_DOC
 from atrium.templates import service
 from atrium.templates.schemas import (
@@ -52,18 +60,30 @@ def _namespace(templateid: uuid.UUID) -> str:
     return f"template:{templateid}"
 
 
+def _locate(match: re.Match[str]) -> tuple[str, str] | None:
+    try:
+        templateid = uuid.UUID(match["templateid"])
+    except ValueError:
+        return None  # the route answers 422
+    return _namespace(templateid), "one"
+
+
+# Cache hits of GET /templates/{templateid} are answered by the front door itself, in the same
+# Redis round trip as the key check and the rate limit (see atrium.platform.guard.CachedRead).
+CACHED_READS = (
+    CachedRead(
+        path=re.compile(r"/templates/(?P<templateid>[^/]+)"),
+        route="/templates/{templateid}",
+        scope="templates:read",
+        cache_name="templates",
+        locate=_locate,
+    ),
+)
+
+
 def _cache(request: Request) -> Cache:
     cache: Cache = request.app.state.cache
     return cache.named("templates")
-
-
-def _pack(body: bytes) -> bytes:
-    return service.etag_of(body).encode() + b"\n" + body
-
-
-def _unpack(value: bytes) -> tuple[str, bytes]:
-    etag, _, body = value.partition(b"\n")
-    return etag.decode(), body
 
 
 def _respond(
@@ -71,7 +91,7 @@ def _respond(
 ) -> Response:
     if status == 200:
         header = request.headers.get("if-none-match")
-        if header is not None and service.if_none_match_hits(header, etag):
+        if header is not None and if_none_match_hits(header, etag):
             return Response(status_code=304, headers={"ETag": etag})
     return Response(body, status_code=status, media_type=JSON, headers={"ETag": etag, **headers})
 
@@ -106,9 +126,7 @@ async def create_template(body: TemplateIn, request: Request, session: SessionDe
     row = await service.create(session, body)
     await _commit(session, _cache(request), LIST_NAMESPACE)
     data = service.encode(row)
-    return _respond(
-        request, service.etag_of(data), data, 201, Location=f"/templates/{row.templateid}"
-    )
+    return _respond(request, etag_of(data), data, 201, Location=f"/templates/{row.templateid}")
 
 
 @router.get(
@@ -138,11 +156,11 @@ async def list_templates(
             "limit": limit,
             "offset": offset,
         }
-        return _pack(orjson.dumps(page, option=orjson.OPT_UTC_Z))
+        return pack_representation(orjson.dumps(page, option=orjson.OPT_UTC_Z))
 
     packed = await _cache(request).get_or_load(LIST_NAMESPACE, key, load, bytes, bytes)
     assert packed is not None
-    return _respond(request, *_unpack(packed))
+    return _respond(request, *unpack_representation(packed))
 
 
 @router.get(
@@ -160,12 +178,12 @@ async def get_template(templateid: uuid.UUID, request: Request) -> Response:
         maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
         async with maker() as session:
             row = await service.get(session, templateid)
-        return None if row is None else _pack(service.encode(row))
+        return None if row is None else pack_representation(service.encode(row))
 
     packed = await _cache(request).get_or_load(_namespace(templateid), "one", load, bytes, bytes)
     if packed is None:
         raise service.TemplateNotFound(f"template {templateid} does not exist")
-    return _respond(request, *_unpack(packed))
+    return _respond(request, *unpack_representation(packed))
 
 
 async def _update(
@@ -179,7 +197,7 @@ async def _update(
     )
     await _commit(session, _cache(request), _namespace(templateid), LIST_NAMESPACE)
     data = service.encode(row)
-    return _respond(request, service.etag_of(data), data, 200)
+    return _respond(request, etag_of(data), data, 200)
 
 
 @router.put(

@@ -8,7 +8,6 @@ the same ETag cannot both win — the second gets 412 instead of silently overwr
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from sqlalchemy import delete, func, insert, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnClause
 
+from atrium.platform.conditional import etag_of, if_match_holds
 from atrium.platform.db import is_postgres
 from atrium.platform.errors import NotFound, PreconditionFailed
 from atrium.templates.models import Template
@@ -60,27 +60,6 @@ def representation(row: Template) -> dict[str, Any]:
 def encode(row: Template) -> bytes:
     """The response body of a template."""
     return orjson.dumps(representation(row), option=orjson.OPT_UTC_Z)
-
-
-def etag_of(body: bytes) -> str:
-    """A strong entity tag of a representation."""
-    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-
-
-def _tags(header: str) -> list[str]:
-    return [tag.strip() for tag in header.split(",") if tag.strip()]
-
-
-def if_match_holds(header: str, etag: str) -> bool:
-    """``If-Match`` (strong comparison; ``*`` matches any current representation)."""
-    tags = _tags(header)
-    return "*" in tags or etag in tags
-
-
-def if_none_match_hits(header: str, etag: str) -> bool:
-    """``If-None-Match`` (weak comparison): True means answer 304."""
-    tags = _tags(header)
-    return "*" in tags or etag in (tag.removeprefix("W/") for tag in tags)
 
 
 async def create(session: AsyncSession, data: TemplateIn) -> Template:
