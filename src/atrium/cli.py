@@ -7,9 +7,11 @@ import os
 
 import click
 
+from atrium.market.cli import market
 from atrium.platform.apikeys_cli import apikeys, bootstrap_admin_key, print_bootstrap_key
 from atrium.platform.db import create_engine
 from atrium.platform.migrate import upgrade
+from atrium.platform.multiprocess import DeadWorkerReaper, prepare_multiprocess_dir
 from atrium.settings import get_settings
 
 
@@ -35,21 +37,30 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     first_key = asyncio.run(bootstrap_admin_key(settings))
     if first_key is not None:
         print_bootstrap_key(first_key)
-    if workers:
-        # Worker processes read their settings from the environment; they must know how many
-        # siblings they have (the in-process cache turns itself off with more than one).
-        os.environ["ATRIUM_WORKERS"] = str(workers)
-    uvicorn.run(
-        "atrium.app:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers or settings.workers,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-    )
+    workers = workers or settings.workers
+    # Worker processes read their settings from the environment; they must know how many
+    # siblings they have (the in-process cache turns itself off with more than one).
+    os.environ["ATRIUM_WORKERS"] = str(workers)
+    # Workers inherit PROMETHEUS_MULTIPROC_DIR, so it must exist (and be empty) before them.
+    metrics_dir = prepare_multiprocess_dir(workers)
+    reaper = DeadWorkerReaper(metrics_dir) if metrics_dir and workers > 1 else None
+    if reaper is not None:
+        reaper.start()
+    try:
+        uvicorn.run(
+            "atrium.app:create_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=workers,
+            log_config=None,
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        if reaper is not None:
+            reaper.stop()
 
 
 async def _migrate() -> None:
@@ -67,6 +78,7 @@ def migrate() -> None:
     click.echo("database is at the latest revision", err=True)
 
 
+main.add_command(market)
 main.add_command(apikeys)
 
 
