@@ -696,7 +696,12 @@ def require_scopes(
         request: Request, api_key: Annotated[str | None, Security(API_KEY_SCHEME)] = None
     ) -> Principal:
         """401 without a (valid) key, 403 when the key lacks the scope."""
-        principal: Principal | None = request.scope.get("state", {}).get("principal")
+        state = request.scope.get("state", {})
+        rejected = state.get("key_rejected")
+        if rejected is not None:
+            API_KEY_FAILURES.labels(rejected).inc()
+            raise unauthorized("unknown or revoked API key")
+        principal: Principal | None = state.get("principal")
         if principal is None:
             principal = await authenticate(request, api_key)
         needed = read if request.method in SAFE_METHODS else (write or read)

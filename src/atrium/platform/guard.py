@@ -2,9 +2,9 @@
 
 For every request except health, metrics and docs, :class:`GuardMiddleware`
 
-1. identifies the caller: a valid ``X-API-KEY`` (an unknown or revoked key is a 401 right
-   here), else anonymous, attributed to its client address (``X-Forwarded-For`` only from
-   trusted proxies);
+1. identifies the caller: a valid ``X-API-KEY``, else anonymous, attributed to its client
+   address (``X-Forwarded-For`` only from trusted proxies); an unknown or revoked key makes
+   the caller anonymous and is answered 401 wherever a key is required;
 2. counts the request in the caller's bucket: the key's (its own limit or
    ``ATRIUM_RATE_LIMIT`` per minute), the address's (anonymous), or, for registration and login
    without a key, the address's ``ATRIUM_AUTH_RATE_LIMIT`` bucket — 429 with ``Retry-After``;
@@ -37,7 +37,7 @@ from atrium.platform.apikeys import KeyStore, anonymous_principal, hash_key
 from atrium.platform.clientip import ClientIpResolver
 from atrium.platform.conditional import if_none_match_hits, unpack_representation
 from atrium.platform.errors import PROBLEM_MEDIA_TYPE, problem_type
-from atrium.platform.metrics import API_KEY_FAILURES, CACHE_REQUESTS, RATE_LIMIT_REJECTIONS
+from atrium.platform.metrics import CACHE_REQUESTS, RATE_LIMIT_REJECTIONS
 from atrium.platform.ratelimit import Decision, Limiter, LimiterUnavailable
 from atrium.settings import Settings
 
@@ -146,6 +146,7 @@ class GuardMiddleware:
                 break
         limiter: Limiter = self.state.limiter
         state = scope.setdefault("state", {})
+        decision: Decision | None = None
         try:
             if key:
                 keys: KeyStore = self.state.api_keys
@@ -158,29 +159,24 @@ class GuardMiddleware:
                     record, decision, cached = await keys.check_and_read(
                         hash_key(key), limiter, default, self.state.cache, read[1], read[2]
                     )
-                if record is None or not record.active:
-                    API_KEY_FAILURES.labels("unknown" if record is None else "revoked").inc()
-                    await send_problem(
-                        scope,
-                        send,
-                        401,
-                        "unauthorized",
-                        "Unauthorized",
-                        "unknown or revoked API key",
-                        {"WWW-Authenticate": 'APIKey header="X-API-KEY"'},
-                    )
-                    return
-                state["principal"] = record.principal()
-                bucket = "key"
-                if (
-                    cached is not None
-                    and read is not None
-                    and state["principal"].allows(read[0].scope)
-                    and (decision is None or decision.allowed)
-                ):
-                    await _serve_cached(scope, send, read[0], cached, decision)
-                    return
-            else:
+                if record is not None and record.active:
+                    state["principal"] = record.principal()
+                    bucket = "key"
+                    if (
+                        cached is not None
+                        and read is not None
+                        and state["principal"].allows(read[0].scope)
+                        and (decision is None or decision.allowed)
+                    ):
+                        await _serve_cached(scope, send, read[0], cached, decision)
+                        return
+                else:
+                    # Refused by require_scopes where a key is needed (401); elsewhere (a
+                    # bearer-token route, registration) a stale key must not lock anyone out,
+                    # so the request goes on as anonymous, limited by its address.
+                    state["key_rejected"] = "unknown" if record is None else "revoked"
+                    key = None
+            if not key:
                 ip = self.client_ip(scope)
                 state["client_ip"] = ip
                 state["principal"] = self.anonymous
