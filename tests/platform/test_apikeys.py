@@ -325,3 +325,20 @@ def test_embedded_first_start_prints_one_admin_key(settings: Settings, tmp_path:
     with run_server(env, tmp_path / "logs2") as server:
         assert _keys_in(server.output()) == []  # not on later starts
         assert httpx.get(f"{server.url}/templates", headers=headers).status_code == 200
+
+
+async def test_metrics_scope_protects_metrics(settings: Settings, clean: FastAPI) -> None:
+    app = create_app(settings.model_copy(update={"metrics_scope": "admin"}))
+    async with app.router.lifespan_context(app):
+        admin, _ = await _key(app, "admin")
+        reader, _ = await _key(app, "templates:read")
+        async with _client(app) as c:
+            assert (await c.get("/metrics")).status_code == 401
+        async with _client(app, reader) as c:
+            assert (await c.get("/metrics")).status_code == 403
+        async with _client(app, "atr_unknown") as c:
+            assert (await c.get("/metrics")).status_code == 401
+        async with _client(app, admin) as c:
+            response = await c.get("/metrics")
+            assert response.status_code == 200
+            assert "atrium_api_key_failures" in response.text

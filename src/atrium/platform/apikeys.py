@@ -716,6 +716,14 @@ def require_scopes(
     return guard
 
 
+async def check_scope(request: Request, scope: str) -> None:
+    """401/403 unless the caller's key has ``scope``; for endpoints outside guarded routers.
+
+    Installed as ``app.state.require_scope`` (``/metrics`` uses it for ``ATRIUM_METRICS_SCOPE``).
+    """
+    await require_scopes(scope)(request, request.headers.get(HEADER))
+
+
 def principal_of(request: Request) -> Principal | None:
     """The caller as established by the guard middleware (``None`` on exempt paths)."""
     principal: Principal | None = request.scope.get("state", {}).get("principal")

@@ -256,7 +256,7 @@ async def start_guard(state: State, settings: Settings, engine: Any, redis: Any)
     from ``app.state`` per request. The keys are loaded at once, so that the first requests
     need no database and known keys work even if Redis is down from the start.
     """
-    from atrium.platform.apikeys import build_key_store
+    from atrium.platform.apikeys import build_key_store, check_scope
     from atrium.platform.idempotency import build_idempotency_store
     from atrium.platform.ratelimit import MemoryLimiter, RedisHealth, RedisLimiter
 
@@ -267,6 +267,7 @@ async def start_guard(state: State, settings: Settings, engine: Any, redis: Any)
     )
     state.api_keys = build_key_store(settings, engine, redis, health)
     state.idempotency = build_idempotency_store(settings, engine, redis)
+    state.require_scope = check_scope  # what /metrics uses for ATRIUM_METRICS_SCOPE
     await state.api_keys.warm()
 
 
