@@ -13,6 +13,7 @@ import orjson
 
 from atrium.platform.apikeys import ADMIN, SCOPES, KeyStore, build_key_store, validate_scopes
 from atrium.platform.db import create_engine
+from atrium.platform.logging import configure_logging
 from atrium.platform.migrate import upgrade
 from atrium.platform.ratelimit import RedisHealth
 from atrium.settings import Settings, get_settings
@@ -52,6 +53,7 @@ async def bootstrap_admin_key(settings: Settings) -> str | None:
     async def action(store: KeyStore) -> str | None:
         if await store.list():
             return None
+        configure_logging(settings.log_level, json=settings.log_json)
         key, record = await store.create("bootstrap-admin", (ADMIN,))
         log.info("created the first admin API key", extra={"key_id": record.id})
         return key
@@ -91,7 +93,7 @@ def apikeys() -> None:
     help="Requests per minute for this key [default: ATRIUM_RATE_LIMIT].",
 )
 def create(owner: str, scopes: str, rate_limit: int | None) -> None:
-    """Create a key and print it on stdout (only the key: `KEY=$(atrium apikeys create …)`)."""
+    """Create a key and print it, and nothing else (`KEY=$(atrium apikeys create …)`)."""
     settings = get_settings()
     try:
         wanted = validate_scopes(scopes.split(","), extra=[settings.metrics_scope or ""])
@@ -101,8 +103,7 @@ def create(owner: str, scopes: str, rate_limit: int | None) -> None:
         raise click.BadParameter("must not be empty", param_hint="--owner")
 
     async def action(store: KeyStore) -> str:
-        key, record = await store.create(owner.strip(), wanted, rate_limit)
-        click.echo(f"created key {record.id} for {record.owner}", err=True)
+        key, _ = await store.create(owner.strip(), wanted, rate_limit)
         return key
 
     click.echo(asyncio.run(with_key_store(settings, action)))
