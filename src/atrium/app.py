@@ -102,7 +102,9 @@ def create_app(
                 app.state.redis = redis
             # --- platform: cache, API keys, rate limits, idempotency -------------------------
             app.state.cache = build_cache(settings, app.state.redis)
-            await start_guard(app.state, settings, engine, app.state.redis)
+            stack.push_async_callback(
+                await start_guard(app.state, settings, engine, app.state.redis)
+            )
             app.state.test_reset_hooks = [
                 *getattr(app.state, "test_reset_hooks", []),
                 lambda: reset_in_process_state(app.state),

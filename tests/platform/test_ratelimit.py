@@ -221,7 +221,7 @@ async def test_limit_holds_across_server_processes(
 
 
 @contextmanager
-def _own_redis(tmp_path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def _own_redis(tmp_path: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
     """A private redis-server (append-only file, so a restart keeps the keys)."""
     executable = shutil.which("redis-server")
     if executable is None:
@@ -241,6 +241,7 @@ def _own_redis(tmp_path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
             "yes",
             "--appendfsync",
             "always",
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -248,12 +249,13 @@ def _own_redis(tmp_path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     try:
         import redis
 
-        client = redis.Redis(port=port)
+        password = extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
+        client = redis.Redis(port=port, password=password)
         for _ in range(100):
             try:
                 if client.ping():
                     break
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
                 time.sleep(0.05)
         yield proc
     finally:

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from atrium.platform.cache import Cache, RedisBackend
 from atrium.platform.db import Base
 from atrium.platform.errors import Forbidden, Unauthorized
+from atrium.platform.fastredis import PipelinedScripts, Script
 from atrium.platform.metrics import API_KEY_FAILURES
 from atrium.platform.ratelimit import (
     GCRA_LUA,
@@ -487,11 +488,15 @@ return {r[1], r[2], r[3], r[4], limit, record}
 class RedisKeyStore:
     """Keys in the Redis hash ``sec_apikeys`` (field = sha256 of the key)."""
 
-    def __init__(self, redis: Any, prefix: str, health: RedisHealth) -> None:
+    def __init__(
+        self, redis: Any, prefix: str, health: RedisHealth, fast: PipelinedScripts | None = None
+    ) -> None:
         self.redis = redis
         self.hash = f"{prefix}{REDIS_HASH}"
         self.health = health
+        self.fast = fast
         self._script = redis.register_script(_CHECK_KEY_LUA)
+        self._fast_script = Script(_CHECK_KEY_LUA)
         self._snapshot: dict[str, ApiKey] = {}
         self._snapshot_at = -1e9
         self._background: asyncio.Task[None] | None = None
@@ -582,7 +587,10 @@ class RedisKeyStore:
                 keys.append(read[0])
                 args += read[1:]
             try:
-                reply = await self._script(keys=keys, args=args)
+                if self.fast is not None:
+                    reply = await self.fast.run(self._fast_script, keys, args)
+                else:
+                    reply = await self._script(keys=keys, args=args)
             except Exception as exc:
                 self.health.failed("api key check", exc)
             else:
@@ -648,11 +656,15 @@ class RedisKeyStore:
 
 
 def build_key_store(
-    settings: Settings, engine: AsyncEngine, redis: Any, health: RedisHealth
+    settings: Settings,
+    engine: AsyncEngine,
+    redis: Any,
+    health: RedisHealth,
+    fast: PipelinedScripts | None = None,
 ) -> KeyStore:
     """Redis when configured, else the SQL table (with a change marker when embedded)."""
     if redis is not None:
-        return RedisKeyStore(redis, settings.redis_prefix, health)
+        return RedisKeyStore(redis, settings.redis_prefix, health, fast)
     marker = settings.data_dir / "apikeys.changed" if settings.is_embedded else None
     return SqlKeyStore(engine, marker)
 

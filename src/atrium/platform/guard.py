@@ -24,7 +24,7 @@ loads, caches and answers, or refuses with the right problem.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -249,26 +249,40 @@ def _with_headers(send: Send, decision: Decision) -> Send:
     return send_with_headers
 
 
-async def start_guard(state: State, settings: Settings, engine: Any, redis: Any) -> None:
+async def start_guard(
+    state: State, settings: Settings, engine: Any, redis: Any
+) -> Callable[[], Awaitable[None]]:
     """Build the key store, the limiter and the idempotency store onto ``app.state``.
 
     Called from the lifespan once the engine and Redis exist; the middlewares read them
     from ``app.state`` per request. The keys are loaded at once, so that the first requests
-    need no database and known keys work even if Redis is down from the start.
+    need no database and known keys work even if Redis is down from the start. Returns what
+    the lifespan calls at shutdown.
     """
     from atrium.platform.apikeys import build_key_store, check_scope
+    from atrium.platform.fastredis import PipelinedScripts
     from atrium.platform.idempotency import build_idempotency_store
     from atrium.platform.ratelimit import MemoryLimiter, RedisHealth, RedisLimiter
 
     health = RedisHealth(settings.rate_limit_fail_open)
     state.redis_health = health
+    # The per-request scripts go over one pipelined connection (see atrium.platform.fastredis).
+    fast = PipelinedScripts.for_client(redis) if redis is not None else None
     state.limiter = (
-        RedisLimiter(redis, settings.redis_prefix, health) if redis is not None else MemoryLimiter()
+        RedisLimiter(redis, settings.redis_prefix, health, fast)
+        if redis is not None
+        else MemoryLimiter()
     )
-    state.api_keys = build_key_store(settings, engine, redis, health)
+    state.api_keys = build_key_store(settings, engine, redis, health, fast)
     state.idempotency = build_idempotency_store(settings, engine, redis)
     state.require_scope = check_scope  # what /metrics uses for ATRIUM_METRICS_SCOPE
     await state.api_keys.warm()
+
+    async def stop() -> None:
+        if fast is not None:
+            await fast.close()
+
+    return stop
 
 
 async def reset_in_process_state(state: State) -> None:

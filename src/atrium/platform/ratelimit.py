@@ -28,6 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from atrium.platform.fastredis import PipelinedScripts, Script
 from atrium.platform.metrics import RATE_LIMIT_BACKEND_ERRORS
 
 log = logging.getLogger("atrium.ratelimit")
@@ -194,21 +195,27 @@ class RedisHealth:
 class RedisLimiter:
     """GCRA in Redis, one atomic script call per check, shared by every process."""
 
-    def __init__(self, redis: Any, prefix: str, health: RedisHealth) -> None:
+    def __init__(
+        self, redis: Any, prefix: str, health: RedisHealth, fast: PipelinedScripts | None = None
+    ) -> None:
         self.redis = redis
         self.prefix = f"{prefix}rl:"
         self.health = health
+        self.fast = fast
         self._script = redis.register_script(_HIT_LUA)
+        self._fast_script = Script(_HIT_LUA)
 
     async def hit(self, bucket: str, limit: int) -> Decision | None:
         """Count a request in Redis; on failure see :class:`RedisHealth`."""
         if not self.health.available:
             self.health.unavailable()
             return None
+        keys, args = [self.prefix + bucket], [limit, PERIOD_SECONDS * _US]
         try:
-            reply = await self._script(
-                keys=[self.prefix + bucket], args=[limit, PERIOD_SECONDS * _US]
-            )
+            if self.fast is not None:
+                reply = await self.fast.run(self._fast_script, keys, args)
+            else:
+                reply = await self._script(keys=keys, args=args)
         except Exception as exc:
             self.health.failed("rate limit", exc)
             self.health.unavailable()
