@@ -32,11 +32,11 @@ _SQLITE_NEXT_MODIFIED: ColumnClause[Any] = literal_column(
 
 
 class TemplateNotFound(NotFound):
-    slug = "template-not-found"
+    """No template has this id."""
 
 
 class StaleTemplate(PreconditionFailed):
-    slug = "precondition-failed"
+    """The template changed since the client read it (``If-Match`` failed)."""
 
 
 def _utc(value: datetime) -> datetime:
