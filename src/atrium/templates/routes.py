@@ -72,7 +72,11 @@ def _locate(match: re.Match[str]) -> tuple[str, str] | None:
 # Redis round trip as the key check and the rate limit (see atrium.platform.guard.CachedRead).
 CACHED_READS = (
     CachedRead(
-        path=re.compile(r"/templates/(?P<templateid>[^/]+)"),
+        # Only the spellings the route itself accepts (else it answers 422, not us).
+        path=re.compile(
+            r"/templates/(?P<templateid>[0-9A-Fa-f]{32}"
+            r"|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"
+        ),
         route="/templates/{templateid}",
         scope="templates:read",
         cache_name="templates",
