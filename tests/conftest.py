@@ -27,13 +27,20 @@ from atrium.platform.db import Base
 from atrium.platform.logging import JsonFormatter
 from atrium.platform.models import import_all_models
 from atrium.settings import Settings
-from tests.support import SERVER_LOGS, TEST_SECRETS, ServerProcess, run_server, settings_env
+from tests.support import (
+    SERVER_LOGS,
+    TEST_SECRETS,
+    ServerProcess,
+    run_server,
+    secret,
+    settings_env,
+)
 
 PG_ADMIN_URL = os.environ.get("ATRIUM_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("ATRIUM_TEST_REDIS_URL")
 RUN_ID = uuid.uuid4().hex[:10]
 # The admin key every test client sends; re-created after each wipe (see ``admin_api_key``).
-ADMIN_API_KEY = f"atr_test_admin_{RUN_ID}"
+ADMIN_API_KEY = secret(f"atr_test_admin_{RUN_ID}")
 
 
 def pytest_report_header() -> list[str]:

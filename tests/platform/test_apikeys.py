@@ -23,7 +23,7 @@ from atrium.hr.routes import router as hr_router
 from atrium.market.routes import router as market_router
 from atrium.platform.apikeys import ApiKey, KeyStore, hash_key, validate_scopes
 from atrium.settings import Settings
-from tests.support import run_server, settings_env
+from tests.support import run_server, secret, settings_env
 
 PROBLEM = "application/problem+json"
 
@@ -35,7 +35,8 @@ def _failures(reason: str) -> float:
 
 async def _key(app: FastAPI, *scopes: str, rate_limit: int | None = None) -> tuple[str, ApiKey]:
     store: KeyStore = app.state.api_keys
-    return await store.create("someone", scopes, rate_limit)
+    key, record = await store.create("someone", scopes, rate_limit)
+    return secret(key), record
 
 
 @asynccontextmanager
@@ -269,7 +270,7 @@ async def test_cli_create_list_revoke(clean: FastAPI, settings: Settings) -> Non
     assert created.returncode == 0, created.stderr
     lines = created.stdout.splitlines()
     assert len(lines) == 1  # only the key on stdout: KEY=$(atrium apikeys create ...)
-    key = lines[0]
+    key = secret(lines[0])
     assert key.startswith("atr_")
     async with _client(clean, key) as c:
         assert (await c.post("/templates", json={"name": "cli"})).status_code == 201
