@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import click
 
+from atrium.certificates.cli import certificates
 from atrium.platform.db import create_engine
 from atrium.platform.migrate import upgrade
 from atrium.settings import get_settings
@@ -26,6 +28,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     import uvicorn
 
     settings = get_settings()
+    if workers:
+        # The workers build their own settings: tell them how many they are (the cache
+        # must not be per-process when there are several).
+        os.environ["ATRIUM_WORKERS"] = str(workers)
     if settings.should_auto_migrate:
         # Migrate once here, before workers start, so N workers never race on it.
         asyncio.run(_migrate())
@@ -56,6 +62,8 @@ def migrate() -> None:
     asyncio.run(_migrate())
     click.echo("database is at the latest revision", err=True)
 
+
+main.add_command(certificates)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

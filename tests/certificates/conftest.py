@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -34,9 +34,7 @@ async def register(
 ) -> TestUser:
     """Register a fresh user and log in."""
     email = f"user{next(_counter)}@example.com"
-    created = await client.post(
-        "/users", json={"name": name, "email": email, "password": password}
-    )
+    created = await client.post("/users", json={"name": name, "email": email, "password": password})
     assert created.status_code == 201, created.text
     user_id = created.json()["id"]
     token = await client.post("/auth/token", data={"username": email, "password": password})
@@ -59,11 +57,14 @@ def make_user(client: httpx.AsyncClient) -> UserFactory:
 
 
 @pytest.fixture
-def admin_headers(clean: FastAPI, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def admin_headers(clean: FastAPI) -> Iterator[dict[str, str]]:
     """Headers of an administrator (the app is given an admin key for this test)."""
-    patched = clean.state.settings.model_copy(update={"admin_api_key": SecretStr(ADMIN_KEY)})
-    monkeypatch.setattr(clean.state, "settings", patched)
-    return {"X-API-KEY": ADMIN_KEY}
+    original = clean.state.settings
+    clean.state.settings = original.model_copy(update={"admin_api_key": SecretStr(ADMIN_KEY)})
+    try:
+        yield {"X-API-KEY": ADMIN_KEY}
+    finally:
+        clean.state.settings = original
 
 
 def b64(data: bytes) -> str:

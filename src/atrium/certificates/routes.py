@@ -85,7 +85,9 @@ async def issue_token(
     username: Annotated[
         str, Form(max_length=320, pattern=NO_NUL, description="The user's email address.")
     ],
-    password: Annotated[str, Form(max_length=1024, pattern=NO_NUL, json_schema_extra={"format": "password"})],
+    password: Annotated[
+        str, Form(max_length=1024, pattern=NO_NUL, json_schema_extra={"format": "password"})
+    ],
     response: Response,
     session: SessionDep,
     ctx: ContextDep,

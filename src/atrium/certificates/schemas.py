@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, SecretStr
 
 # PostgreSQL cannot store NUL; refusing it here makes it a 422 instead of a driver error.
 NO_NUL = r"^[^\x00]*$"
@@ -17,7 +17,17 @@ MAX_ID = 2**63 - 1
 
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
 Email = Annotated[EmailStr, Field(max_length=320)]
-Password = Annotated[SecretStr, Field(min_length=8, max_length=1024)]
+
+
+def _no_nul_secret(value: SecretStr) -> SecretStr:
+    if "\x00" in value.get_secret_value():
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Password = Annotated[
+    SecretStr, Field(min_length=8, max_length=1024), AfterValidator(_no_nul_secret)
+]
 Body = Annotated[str, Field(min_length=1, max_length=65_536, pattern=NO_NUL)]
 PrivateKey = Annotated[
     str,

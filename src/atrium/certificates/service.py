@@ -418,3 +418,66 @@ async def delete_certificate(
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise NotFound(f"certificate {certificate_id} does not exist")
     _invalidate(session, ctx, list_namespace(user_id))
+
+
+# --- key rotation ----------------------------------------------------------------------------
+
+
+@dataclass
+class ReencryptStats:
+    """What a re-encryption run did."""
+
+    reencrypted: int = 0
+    batches: int = 0
+
+
+async def reencrypt_private_keys(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    keyring: Keyring,
+    *,
+    batch_size: int = 500,
+    on_batch: Callable[[ReencryptStats], None] | None = None,
+) -> ReencryptStats:
+    """Re-encrypt every private key not under the current key, one transaction per batch.
+
+    Resumable: an interrupted run leaves whole batches done, and the next run only selects
+    values that still name an old key.
+    """
+    stats = ReencryptStats()
+    prefix = f"{keyring.current}:"
+    last_id = 0
+    while True:
+        async with sessionmaker() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(Certificate.id, Certificate.user_id, Certificate.private_key_encrypted)
+                    .where(
+                        Certificate.id > last_id,
+                        ~Certificate.private_key_encrypted.startswith(prefix, autoescape=True),
+                    )
+                    .order_by(Certificate.id)
+                    .limit(batch_size)
+                    .with_for_update()
+                )
+            ).all()
+            if not rows:
+                return stats
+            changes = []
+            for certificate_id, user_id, stored in rows:
+                aad = certificate_aad(certificate_id, user_id)
+                try:
+                    plaintext = keyring.decrypt(stored, aad)
+                except DecryptionError as exc:
+                    raise DecryptionError(
+                        f"certificate {certificate_id}: {exc} "
+                        f"(key id {Keyring.key_id_of(stored)!r}); nothing of this batch changed"
+                    ) from exc
+                changes.append(
+                    {"id": certificate_id, "private_key_encrypted": keyring.encrypt(plaintext, aad)}
+                )
+            await session.execute(update(Certificate), changes)
+        last_id = rows[-1][0]
+        stats.reencrypted += len(rows)
+        stats.batches += 1
+        if on_batch is not None:
+            on_batch(stats)
