@@ -295,3 +295,14 @@ async def test_out_of_range_ids_are_422(
     for path in (f"/users/{user_id}", f"/users/{user.id}/certificates/{user_id}"):
         response = await client.get(path, headers=user.headers)
         assert response.status_code == 422, path
+
+
+async def test_concurrent_registrations_of_one_email_give_one_user(
+    client: httpx.AsyncClient,
+) -> None:
+    import asyncio
+
+    payload = {"name": "Ada", "email": "race@example.com", "password": PASSWORD}
+    responses = await asyncio.gather(*(client.post("/users", json=payload) for _ in range(5)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201, 409, 409, 409, 409]
