@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Path, Query, Response
 
@@ -83,15 +83,19 @@ async def create_user(
 )
 async def issue_token(
     username: Annotated[
-        str, Form(max_length=320, pattern=NO_NUL, description="The user's email address.")
+        str,
+        Form(min_length=1, max_length=320, pattern=NO_NUL, description="The user's email."),
     ],
     password: Annotated[
-        str, Form(max_length=1024, pattern=NO_NUL, json_schema_extra={"format": "password"})
+        str,
+        Form(
+            min_length=1, max_length=1024, pattern=NO_NUL, json_schema_extra={"format": "password"}
+        ),
     ],
     response: Response,
     session: SessionDep,
     ctx: ContextDep,
-    grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
+    grant_type: Annotated[Literal["password"], Form()] = "password",
     scope: Annotated[str, Form(max_length=1000, pattern=NO_NUL)] = "",
 ) -> Token:
     """Exchange email (as `username`) and password for a bearer token."""
