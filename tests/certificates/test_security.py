@@ -159,6 +159,14 @@ def test_postgresql_without_keys_refuses_to_start(tmp_path: Path, missing: str) 
     assert list(tmp_path.iterdir()) == []  # and nothing was generated
 
 
+def test_webhook_without_secret_refuses_to_start(tmp_path: Path) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=tmp_path, cert_webhook_url="http://127.0.0.1:9/hook"
+    )
+    with pytest.raises(MissingSecretError, match="ATRIUM_CERT_WEBHOOK_SECRET"):
+        create_app(settings)
+
+
 def test_server_process_refuses_to_start_without_keys(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATRIUM_")}
     env.update(
