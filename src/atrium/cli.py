@@ -8,8 +8,10 @@ import os
 import click
 
 from atrium.certificates.cli import certificates
+from atrium.market.cli import market
 from atrium.platform.db import create_engine
 from atrium.platform.migrate import upgrade
+from atrium.platform.multiprocess import DeadWorkerReaper, prepare_multiprocess_dir
 from atrium.settings import get_settings
 
 
@@ -35,17 +37,27 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     if settings.should_auto_migrate:
         # Migrate once here, before workers start, so N workers never race on it.
         asyncio.run(_migrate())
-    uvicorn.run(
-        "atrium.app:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers or settings.workers,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-    )
+    workers = workers or settings.workers
+    # Workers inherit PROMETHEUS_MULTIPROC_DIR, so it must exist (and be empty) before them.
+    metrics_dir = prepare_multiprocess_dir(workers)
+    reaper = DeadWorkerReaper(metrics_dir) if metrics_dir and workers > 1 else None
+    if reaper is not None:
+        reaper.start()
+    try:
+        uvicorn.run(
+            "atrium.app:create_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=workers,
+            log_config=None,
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        if reaper is not None:
+            reaper.stop()
 
 
 async def _migrate() -> None:
@@ -63,6 +75,7 @@ def migrate() -> None:
     click.echo("database is at the latest revision", err=True)
 
 
+main.add_command(market)
 main.add_command(certificates)
 
 if __name__ == "__main__":  # pragma: no cover

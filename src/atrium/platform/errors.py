@@ -22,6 +22,8 @@ from starlette.routing import Match, Mount
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://atrium.dev/problems/"
+# Scope flag: the request middleware already logged this exception with the request's context.
+EXCEPTION_LOGGED = "atrium.exception_logged"
 
 log = logging.getLogger("atrium.errors")
 
@@ -268,7 +270,8 @@ def _allowed_methods(request: Request) -> str:
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", extra={"path": request.url.path})
+    if not request.scope.get(EXCEPTION_LOGGED):
+        log.exception("unhandled error", extra={"path": request.url.path})
     return problem_response(request, 500, "internal-error", detail="An unexpected error occurred.")
 
 
