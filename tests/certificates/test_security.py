@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import stat
 import subprocess
@@ -159,12 +160,15 @@ def test_postgresql_without_keys_refuses_to_start(tmp_path: Path, missing: str) 
     assert list(tmp_path.iterdir()) == []  # and nothing was generated
 
 
-def test_webhook_without_secret_refuses_to_start(tmp_path: Path) -> None:
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, data_dir=tmp_path, cert_webhook_url="http://127.0.0.1:9/hook"
-    )
-    with pytest.raises(MissingSecretError, match="ATRIUM_CERT_WEBHOOK_SECRET"):
-        create_app(settings)
+async def test_webhook_without_secret_delivers_nothing(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    configured = settings.model_copy(update={"cert_webhook_url": "http://127.0.0.1:9/hook"})
+    app = create_app(configured)
+    with caplog.at_level(logging.ERROR, logger="atrium.certificates"):
+        async with app.router.lifespan_context(app):
+            assert app.state.certificates_worker is None
+    assert "ATRIUM_CERT_WEBHOOK_SECRET is not" in caplog.text
 
 
 def test_server_process_refuses_to_start_without_keys(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from atrium.certificates.crypto import Keyring
-from atrium.certificates.keys import MissingSecretError, load_keyring, load_token_secret
+from atrium.certificates.keys import load_keyring, load_token_secret
 from atrium.certificates.outbox import OutboxWorker
 from atrium.certificates.service import CertificatesContext
 from atrium.certificates.tokens import TokenSigner
@@ -33,11 +33,6 @@ def load_secrets(settings: Settings) -> CertificatesSecrets:
     """Load (or, embedded, generate) the keys; :class:`MissingSecretError` where they must be
     configured and are not, so the application refuses to start.
     """
-    if settings.cert_webhook_url and settings.cert_webhook_secret is None:
-        raise MissingSecretError(
-            "ATRIUM_CERT_WEBHOOK_URL is set but ATRIUM_CERT_WEBHOOK_SECRET is not: "
-            "webhooks are always signed"
-        )
     return CertificatesSecrets(
         keyring=load_keyring(settings),
         tokens=TokenSigner(load_token_secret(settings), settings.access_token_ttl_seconds),
@@ -53,7 +48,13 @@ async def certificates_lifespan(
     """
     worker: OutboxWorker | None = None
     task: asyncio.Task[None] | None = None
-    if settings.cert_webhook_url:
+    if settings.cert_webhook_url and settings.cert_webhook_secret is None:
+        # Webhooks are always signed: events wait in the outbox until a secret is configured.
+        log.error(
+            "ATRIUM_CERT_WEBHOOK_URL is set but ATRIUM_CERT_WEBHOOK_SECRET is not: "
+            "certificate webhooks are not delivered"
+        )
+    elif settings.cert_webhook_url:
         worker = OutboxWorker(app.state.sessionmaker, settings)
         task = asyncio.create_task(worker.run(), name="certificate-webhooks")
 
