@@ -226,22 +226,14 @@ async def get_private_key(
     return PrivateKeyOut(id=certificate_id, private_key=key)
 
 
-async def _set_active(
-    user_id: int,
-    certificate_id: int,
-    data: ActiveUpdate,
-    principal: Principal,
-    session: SessionDep,
-    ctx: CertificatesContext,
-) -> CertificateOut:
-    await _authorize(principal, ctx, user_id)
-    changed = await service.set_active(session, ctx, user_id, certificate_id, data.active)
-    return CertificateOut(**changed)
-
-
 @users.patch(
     "/users/{user_id}/certificates/{certificate_id}",
     summary="Activate or deactivate a certificate",
+    responses=_responses(401, 404, 406, 415),
+)
+@users.patch(
+    "/users/{user_id}/certificates/{certificate_id}/active",
+    summary="Activate or deactivate a certificate (the path existing clients use)",
     responses=_responses(401, 404, 406, 415),
 )
 async def update_certificate(
@@ -253,24 +245,9 @@ async def update_certificate(
     ctx: ContextDep,
 ) -> CertificateOut:
     """Set `active`; a change is announced to the certificate webhook."""
-    return await _set_active(user_id, certificate_id, data, principal, session, ctx)
-
-
-@users.patch(
-    "/users/{user_id}/certificates/{certificate_id}/active",
-    summary="Activate or deactivate a certificate (alias)",
-    responses=_responses(401, 404, 406, 415),
-)
-async def update_certificate_active(
-    user_id: UserId,
-    certificate_id: CertificateId,
-    data: ActiveUpdate,
-    principal: PrincipalDep,
-    session: SessionDep,
-    ctx: ContextDep,
-) -> CertificateOut:
-    """Same as `PATCH …/{certificate_id}`, at the path existing clients use."""
-    return await _set_active(user_id, certificate_id, data, principal, session, ctx)
+    await _authorize(principal, ctx, user_id)
+    changed = await service.set_active(session, ctx, user_id, certificate_id, data.active)
+    return CertificateOut(**changed)
 
 
 @users.delete(
