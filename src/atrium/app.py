@@ -13,6 +13,8 @@ from starlette.types import Scope
 
 from atrium import __version__
 from atrium.certificates.routes import router as certificates_router
+from atrium.certificates.runtime import certificates_lifespan
+from atrium.certificates.runtime import load_secrets as load_certificate_secrets
 from atrium.hr.routes import router as hr_router
 from atrium.market.routes import router as market_router
 from atrium.platform.apikeys import require_scopes
@@ -73,6 +75,8 @@ def create_app(
         settings.log_level, json=settings.log_json, secrets=settings_secrets(settings)
     )
     tracing = setup_tracing(settings, tracer_provider)
+    # Fail fast: without its keys (PostgreSQL and none configured) the service must not start.
+    certificate_secrets = load_certificate_secrets(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,6 +114,10 @@ def create_app(
                 lambda: reset_in_process_state(app.state),
             ]
             # ------------------------------------------------------------------------------
+            # --- certificates: keys (refuses to start without them on PostgreSQL), webhooks ---
+            await stack.enter_async_context(
+                certificates_lifespan(app, settings, app.state.cache, certificate_secrets)
+            )
             # --- observability: traces, DB probe, multiprocess metrics -------------------
             if tracing is not None:
                 tracing.start(engine)

@@ -7,6 +7,7 @@ import os
 
 import click
 
+from atrium.certificates.cli import certificates
 from atrium.market.cli import market
 from atrium.platform.apikeys_cli import apikeys, bootstrap_admin_key, print_bootstrap_key
 from atrium.platform.db import create_engine
@@ -30,6 +31,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     import uvicorn
 
     settings = get_settings()
+    if workers:
+        # The workers build their own settings: tell them how many they are (the cache
+        # must not be per-process when there are several).
+        os.environ["ATRIUM_WORKERS"] = str(workers)
     if settings.should_auto_migrate:
         # Migrate once here, before workers start, so N workers never race on it.
         asyncio.run(_migrate())
@@ -79,6 +84,7 @@ def migrate() -> None:
 
 
 main.add_command(market)
+main.add_command(certificates)
 main.add_command(apikeys)
 
 

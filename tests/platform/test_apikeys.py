@@ -117,16 +117,14 @@ async def test_open_paths_need_no_key(anon_client: httpx.AsyncClient) -> None:
         # A bad key on an open path is ignored, not an error.
         assert (await anon_client.get(path, headers={"X-API-KEY": "bad"})).status_code == 200
     assert (await anon_client.get("/static/docs/swagger-ui.css")).status_code == 200
-    # Registration, login and the bearer-guarded certificate routes are not key-guarded (their
-    # routes live on another branch: here they answer 404/405, but never 401).
-    for method, path in (
-        ("POST", "/users"),
-        ("POST", "/auth/token"),
-        ("GET", "/users/1"),
-        ("GET", "/users/1/certificates"),
-    ):
+    # Registration and login are open; the certificate routes ask for a bearer token, not a key.
+    for method, path in (("POST", "/users"), ("POST", "/auth/token")):
         response = await anon_client.request(method, path, json={})
         assert response.status_code != 401, (method, path)
+    for path in ("/users/1", "/users/1/certificates"):
+        response = await anon_client.get(path, headers={"X-API-KEY": "atr_unknown"})
+        assert response.status_code == 401, path
+        assert response.headers["www-authenticate"].startswith("Bearer"), path
 
 
 async def test_anonymous_scopes_open_chosen_scopes(settings: Settings, clean: FastAPI) -> None:

@@ -215,3 +215,22 @@ async def test_openapi_documents_the_templates_contract(client: httpx.AsyncClien
     assert "Location" in post["responses"]["201"]["headers"]
     assert "412" in paths["/templates/{templateid}"]["put"]["responses"]
     assert post["security"] == [{"ApiKey": []}]
+
+
+async def test_longest_fields_fit_the_body_limit(client: httpx.AsyncClient) -> None:
+    """Even fully \\u-escaped, a valid body is under the body limit: too long is 422, not 413."""
+    import json
+
+    from atrium.templates.schemas import CONTENT_MAX, DESCRIPTION_MAX, NAME_MAX
+
+    def body(extra: int) -> bytes:
+        fields = {
+            "name": "\u0098" * NAME_MAX,
+            "description": "\u0098" * DESCRIPTION_MAX,
+            "content": "\u0098" * (CONTENT_MAX + extra),
+        }
+        return json.dumps(fields, ensure_ascii=True).encode()
+
+    headers = {"content-type": "application/json"}
+    assert (await client.post("/templates", content=body(0), headers=headers)).status_code == 201
+    assert (await client.post("/templates", content=body(1), headers=headers)).status_code == 422

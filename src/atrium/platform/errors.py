@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Mount
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://atrium.dev/problems/"
@@ -229,41 +229,44 @@ async def _request_validation(request: Request, exc: Exception) -> Response:
     )
 
 
-def _allowed_methods(request: Request) -> str | None:
-    """Every method some route serves at this path.
-
-    Starlette's 405 names only the methods of the first route matching the path, but one path
-    is often served by several routes (``GET /templates`` and ``POST /templates``).
-    """
-    path: str = request.scope["path"]
-    root: str = request.scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    methods: set[str] = set()
-    try:
-        for route in iter_route_contexts(request.app.routes):
-            route_methods = route.methods
-            regex = getattr(route, "path_regex", None)
-            if route_methods and regex is not None and regex.match(path):
-                methods |= set(route_methods)
-    except Exception:  # routing internals moved: keep Starlette's own header
-        return None
-    return ", ".join(sorted(methods)) if methods else None
-
-
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     detail: str | None = exc.detail if isinstance(exc.detail, str) else None
     if detail == HTTPStatus(exc.status_code).phrase:
         detail = None
-    headers = dict(exc.headers or {})  # keeps ``WWW-Authenticate`` on 401
+    headers = dict(exc.headers or {})
     if exc.status_code == 405:
-        allowed = _allowed_methods(request)
-        if allowed:
-            headers["Allow"] = allowed
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
     return problem_response(
-        request, exc.status_code, slug_for_status(exc.status_code), detail=detail, headers=headers
+        request,
+        exc.status_code,
+        slug_for_status(exc.status_code),
+        detail=detail,
+        headers=headers,  # keeps ``Allow`` on 405 and ``WWW-Authenticate`` on 401
     )
+
+
+def _allowed_methods(request: Request) -> str:
+    # Starlette answers 405 with the methods of the first route whose path matched; a path
+    # served by several routes (GET and PATCH and DELETE of /things/{id}) allows them all. Ask
+    # the router which methods would fully match this path.
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        probe = {
+            "type": "http",
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "method": method,
+            "headers": [],
+            "query_string": b"",
+        }
+        if any(
+            route.matches(probe)[0] == Match.FULL
+            for route in request.app.router.routes
+            if not isinstance(route, Mount)  # static files: they answer 405 on their own
+        ):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:

@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 NO_NUL = r"^[^\x00]*$"
 NAME_MAX = 255
 DESCRIPTION_MAX = 10_000
-CONTENT_MAX = 1_000_000
+# Sized so that the longest valid body, even with every character JSON-escaped (6 bytes), stays
+# under the default ATRIUM_MAX_BODY_BYTES: a too-long field is then a 422, never a 413.
+CONTENT_MAX = 100_000
 
 Name = Annotated[str, Field(max_length=NAME_MAX, pattern=NO_NUL, description="Template name.")]
 Description = Annotated[
