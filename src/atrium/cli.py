@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import click
 
+from atrium.certificates.cli import certificates
 from atrium.hr.cli import hr
 from atrium.market.cli import market
+from atrium.platform.apikeys_cli import apikeys, bootstrap_admin_key, print_bootstrap_key
 from atrium.platform.db import create_engine
 from atrium.platform.migrate import upgrade
 from atrium.platform.multiprocess import DeadWorkerReaper, prepare_multiprocess_dir
@@ -29,10 +32,21 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     import uvicorn
 
     settings = get_settings()
+    if workers:
+        # The workers build their own settings: tell them how many they are (the cache
+        # must not be per-process when there are several).
+        os.environ["ATRIUM_WORKERS"] = str(workers)
     if settings.should_auto_migrate:
         # Migrate once here, before workers start, so N workers never race on it.
         asyncio.run(_migrate())
+    # The embedded default's first start creates an admin key and shows it once.
+    first_key = asyncio.run(bootstrap_admin_key(settings))
+    if first_key is not None:
+        print_bootstrap_key(first_key)
     workers = workers or settings.workers
+    # Worker processes read their settings from the environment; they must know how many
+    # siblings they have (the in-process cache turns itself off with more than one).
+    os.environ["ATRIUM_WORKERS"] = str(workers)
     # Workers inherit PROMETHEUS_MULTIPROC_DIR, so it must exist (and be empty) before them.
     metrics_dir = prepare_multiprocess_dir(workers)
     reaper = DeadWorkerReaper(metrics_dir) if metrics_dir and workers > 1 else None
@@ -72,6 +86,9 @@ def migrate() -> None:
 
 main.add_command(hr)
 main.add_command(market)
+main.add_command(certificates)
+main.add_command(apikeys)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()
