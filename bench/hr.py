@@ -148,6 +148,16 @@ def server(env: dict[str, str], workers: int, log: Path) -> Iterator[tuple[str, 
             proc.wait()
 
 
+def create_key(env: dict[str, str]) -> str:
+    """An API key with the HR scopes and a rate limit the benchmark cannot reach: the key
+    check and the limiter stay on the measured path, as in production."""
+    return subprocess.run(
+        [sys.executable, "-m", "atrium.cli", "apikeys", "create", "--owner", "bench",
+         "--scopes", "hr:read,hr:write", "--rate-limit", "1000000000"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
 def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     """Run a command; (wall seconds, peak RSS in kB of that very process, via wait4)."""
     started = time.perf_counter()
@@ -166,9 +176,9 @@ async def _file_chunks(path: Path, size: int = MB) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def http_ingest(url: str, path: Path) -> tuple[float, dict[str, Any]]:
+async def http_ingest(url: str, path: Path, key: str) -> tuple[float, dict[str, Any]]:
     """Stream a CSV file to the API; (seconds, summary)."""
-    async with httpx.AsyncClient(timeout=3600) as client:
+    async with httpx.AsyncClient(timeout=3600, headers={"X-API-KEY": key}) as client:
         started = time.perf_counter()
         response = await client.post(
             f"{url}/hr/hired_employees/csv",
@@ -201,7 +211,7 @@ def batch_bodies(path: Path, rows: int, per_request: int = 1000) -> list[bytes]:
     return bodies
 
 
-async def batch_api(url: str, bodies: list[bytes], clients: int) -> tuple[float, int]:
+async def batch_api(url: str, bodies: list[bytes], clients: int, key: str) -> tuple[float, int]:
     """POST every body with ``clients`` concurrent connections; (seconds, rows inserted)."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
@@ -221,7 +231,8 @@ async def batch_api(url: str, bodies: list[bytes], clients: int) -> tuple[float,
             response.raise_for_status()
             inserted += response.json()["inserted"]
 
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+    headers = {"X-API-KEY": key}
+    async with httpx.AsyncClient(timeout=600, limits=limits, headers=headers) as client:
         await client.get(f"{url}/livez")
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(clients)))
@@ -271,9 +282,9 @@ async def direct_inserts(database: str, bodies: list[bytes], clients: int) -> fl
             await connection.close()
 
 
-async def api_call(url: str, path: str) -> tuple[float, dict[str, Any]]:
+async def api_call(url: str, path: str, key: str) -> tuple[float, dict[str, Any]]:
     """POST with no body; (seconds, JSON answer)."""
-    async with httpx.AsyncClient(timeout=3600) as client:
+    async with httpx.AsyncClient(timeout=3600, headers={"X-API-KEY": key}) as client:
         started = time.perf_counter()
         response = await client.post(url + path)
         elapsed = time.perf_counter() - started
@@ -343,7 +354,8 @@ async def run(args: argparse.Namespace) -> None:
         )
         results: list[tuple[str, str, str, str, str]] = []
         with server(env, args.workers, work / "server.log") as (url, pid):
-            async with httpx.AsyncClient(timeout=60) as client:
+            key = create_key(env)
+            async with httpx.AsyncClient(timeout=60, headers={"X-API-KEY": key}) as client:
                 for table in ("departments", "jobs"):
                     data = (work / "data" / f"{table}.csv").read_bytes()
                     answer = await client.post(
@@ -363,7 +375,7 @@ async def run(args: argparse.Namespace) -> None:
                 theirs.append(seconds)
                 await sql(database, "TRUNCATE hired_employees")
                 with RssSampler(pid) as sampler:
-                    seconds, summary = await http_ingest(url, csv)
+                    seconds, summary = await http_ingest(url, csv, key)
                 assert summary["inserted"] == args.rows, summary
                 ours.append(seconds)
                 peak_kb, before_kb = max(peak_kb, sampler.peak_kb), sampler.before_kb
@@ -390,7 +402,7 @@ async def run(args: argparse.Namespace) -> None:
             bodies = batch_bodies(csv, batch_rows)
             await sql(database, "TRUNCATE hired_employees")
             print(f"batch API: {batch_rows:,} rows, {args.clients} clients …", flush=True)
-            seconds, inserted = await batch_api(url, bodies, args.clients)
+            seconds, inserted = await batch_api(url, bodies, args.clients, key)
             assert inserted == batch_rows, inserted
             await sql(database, "TRUNCATE hired_employees")
             floor = await direct_inserts(database, bodies, args.clients)
@@ -402,7 +414,7 @@ async def run(args: argparse.Namespace) -> None:
 
             # --- backup vs pg_dump, restore vs pg_restore ---------------------------------
             await sql(database, "TRUNCATE hired_employees")
-            async with httpx.AsyncClient(timeout=3600) as client:
+            async with httpx.AsyncClient(timeout=3600, headers={"X-API-KEY": key}) as client:
                 answer = await client.post(
                     f"{url}/hr/hired_employees/csv",
                     content=_file_chunks(csv),
@@ -420,14 +432,14 @@ async def run(args: argparse.Namespace) -> None:
                      "-t", "hired_employees", "-f", str(dump), _db_url(database)]
                 )  # fmt: skip
                 dumps.append(seconds)
-                seconds, manifest = await api_call(url, "/hr/backups")
+                seconds, manifest = await api_call(url, "/hr/backups", key)
                 backups.append(seconds)
                 await sql(restore_db, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
                 seconds, _ = timed(
                     [tools["pg_restore"] or "pg_restore", "-d", _db_url(restore_db), str(dump)]
                 )
                 pg_restores.append(seconds)
-                seconds, _ = await api_call(url, f"/hr/backups/{manifest['id']}/restore")
+                seconds, _ = await api_call(url, f"/hr/backups/{manifest['id']}/restore", key)
                 restores.append(seconds)
             avro_mb = sum(t["bytes"] for t in manifest["tables"].values()) / MB
             results += [
