@@ -158,6 +158,16 @@ def create_key(env: dict[str, str]) -> str:
     ).stdout.strip()  # fmt: skip
 
 
+async def wait_for_key(url: str, key: str) -> None:
+    """Servers reload keys made by another process within a second or so; wait for that."""
+    async with httpx.AsyncClient(headers={"X-API-KEY": key}) as client:
+        for _ in range(100):
+            if (await client.get(f"{url}/hr/jobs", params={"limit": 1})).status_code == 200:
+                return
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the server never accepted the benchmark's API key")
+
+
 def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     """Run a command; (wall seconds, peak RSS in kB of that very process, via wait4)."""
     started = time.perf_counter()
@@ -355,6 +365,7 @@ async def run(args: argparse.Namespace) -> None:
         results: list[tuple[str, str, str, str, str]] = []
         with server(env, args.workers, work / "server.log") as (url, pid):
             key = create_key(env)
+            await wait_for_key(url, key)
             async with httpx.AsyncClient(timeout=60, headers={"X-API-KEY": key}) as client:
                 for table in ("departments", "jobs"):
                     data = (work / "data" / f"{table}.csv").read_bytes()
