@@ -150,7 +150,7 @@ async def test_unknown_table_is_404(client: httpx.AsyncClient) -> None:
     ):
         assert response.status_code == 404
         assert response.headers["content-type"] == PROBLEM
-        assert response.json()["type"].endswith("/unknown-table")
+        assert response.json()["type"].endswith("/not-found")
 
 
 async def test_duplicates_within_the_batch_and_the_table(client: httpx.AsyncClient) -> None:

@@ -6,11 +6,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.routing import APIRoute
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
 from atrium.hr import backup, reports, service
+from atrium.hr.rows import TABLE_NAMES
 from atrium.hr.schemas import (
     EMPLOYEE_EXAMPLE,
     Backup,
@@ -23,6 +25,7 @@ from atrium.hr.schemas import (
     RestoreRequest,
     RestoreResult,
     RowPage,
+    TableName,
 )
 from atrium.hr.summary import IngestResult
 from atrium.hr.uploads import csv_stream, json_rows
@@ -46,15 +49,27 @@ class _AllowEveryMethodRoute(APIRoute):
         await super().handle(scope, receive, send)
 
 
-router = APIRouter(prefix="/hr", tags=["hr"], route_class=_AllowEveryMethodRoute)
+router = APIRouter(tags=["hr"], route_class=_AllowEveryMethodRoute)
 
-TablePath = Annotated[
-    str,
-    Path(
-        description="`departments`, `jobs` or `hired_employees` (anything else: 404).",
-        examples=["hired_employees"],
-    ),
-]
+
+class _TableConvertor(Convertor[str]):
+    """Matches only the HR table names, so ``/hr/{table}`` routes never shadow other
+    ``/hr/...`` paths, and any other name is the router's 404."""
+
+    regex = "|".join(TABLE_NAMES)
+
+    def convert(self, value: str) -> str:
+        """The path segment is the table name."""
+        return value
+
+    def to_string(self, value: str) -> str:
+        """The table name is the path segment."""
+        return value
+
+
+register_url_convertor("hr_table", _TableConvertor())
+
+TablePath = Annotated[TableName, Path(description="The HR table.", examples=["hired_employees"])]
 OnConflict = Annotated[
     Literal["reject", "update"],
     Query(
@@ -117,7 +132,7 @@ def _rejected(result: IngestResult) -> list[RejectedRow]:
 
 
 # Fixed paths come before /hr/{table}, which would otherwise swallow /hr/backups.
-@router.get("/backups", summary="List backups")
+@router.get("/hr/backups", summary="List backups")
 async def list_backups(settings: SettingsDep, limit: Limit = 100, offset: Offset = 0) -> BackupPage:
     """Complete backups (with a manifest), newest first."""
     found = await backup.list_backups(service.backup_store(settings))
@@ -127,7 +142,7 @@ async def list_backups(settings: SettingsDep, limit: Limit = 100, offset: Offset
 
 
 @router.post(
-    "/backups",
+    "/hr/backups",
     status_code=201,
     summary="Back up every HR table to Avro",
     responses=problem_responses(503),
@@ -139,14 +154,16 @@ async def create_backup(engine: EngineDep, settings: SettingsDep, response: Resp
     return manifest
 
 
-@router.get("/backups/{backup_id}", summary="Show a backup", responses=problem_responses(404, 409))
+@router.get(
+    "/hr/backups/{backup_id}", summary="Show a backup", responses=problem_responses(404, 409)
+)
 async def get_backup(backup_id: BackupId, settings: SettingsDep) -> Backup:
     """The manifest of one backup: row counts, sizes and sha256 of its files."""
     return await backup.get_backup(service.backup_store(settings), backup_id)
 
 
 @router.post(
-    "/backups/{backup_id}/restore",
+    "/hr/backups/{backup_id}/restore",
     summary="Restore tables from a backup",
     responses=problem_responses(404, 409),
 )
@@ -174,7 +191,7 @@ def _report_response(rows: list[dict[str, Any]], columns: tuple[str, ...], fmt: 
 
 
 @router.get(
-    "/reports/hires-by-quarter",
+    "/hr/reports/hires-by-quarter",
     summary="Hires per department and job, by quarter",
     response_model=list[QuarterHires],
     responses={
@@ -197,7 +214,7 @@ async def hires_by_quarter(session: SessionDep, year: Year = 2021, format: Forma
 
 
 @router.get(
-    "/reports/departments-above-mean",
+    "/hr/reports/departments-above-mean",
     summary="Departments hiring above the mean",
     response_model=list[DepartmentHires],
     responses={
@@ -221,7 +238,7 @@ async def departments_above_mean(
 
 
 @router.post(
-    "/{table}/batch",
+    "/hr/{table:hr_table}/batch",
     summary="Insert a batch of rows",
     openapi_extra=BATCH_BODY,
     responses=problem_responses(404, 415),
@@ -246,7 +263,7 @@ async def insert_batch(
 
 
 @router.post(
-    "/{table}/csv",
+    "/hr/{table:hr_table}/csv",
     summary="Load a CSV file",
     openapi_extra=CSV_BODY,
     responses=problem_responses(404, 409, 413, 415),
@@ -277,7 +294,7 @@ async def load_csv(
     )
 
 
-@router.get("/{table}", summary="List a table's rows", responses=problem_responses(404))
+@router.get("/hr/{table:hr_table}", summary="List a table's rows", responses=problem_responses(404))
 async def list_rows(
     table: TablePath, session: SessionDep, limit: Limit = 100, offset: Offset = 0
 ) -> RowPage:
