@@ -21,24 +21,30 @@ def main() -> None:
 @click.option("--host", default=None, help="Bind address [ATRIUM_HOST, default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [ATRIUM_PORT, default 8000].")
 @click.option("--workers", type=int, default=None, help="Worker processes [ATRIUM_WORKERS].")
-def serve(host: str | None, port: int | None, workers: int | None) -> None:
-    """Serve the API (the embedded default migrates its SQLite database first)."""
-    import uvicorn
+@click.option(
+    "--app",
+    default="atrium.app:create_app",
+    show_default=True,
+    help="ASGI app factory to serve (module:callable), e.g. one that wraps create_app.",
+)
+def serve(host: str | None, port: int | None, workers: int | None, app: str) -> None:
+    """Serve the API: gunicorn + uvicorn workers, graceful drain on SIGTERM."""
+    import os
+
+    from atrium.platform.server import serve as run_server
 
     settings = get_settings()
     if settings.should_auto_migrate:
         # Migrate once here, before workers start, so N workers never race on it.
         asyncio.run(_migrate())
-    uvicorn.run(
-        "atrium.app:create_app",
-        factory=True,
+        os.environ["ATRIUM_AUTO_MIGRATE"] = "false"
+        get_settings.cache_clear()
+    run_server(
+        settings,
         host=host or settings.host,
         port=port or settings.port,
         workers=workers or settings.workers,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=30,
+        app=app,
     )
 
 
