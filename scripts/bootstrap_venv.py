@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import urllib.request
 import venv
 from pathlib import Path
@@ -30,12 +31,15 @@ def main(target: str = ".venv") -> int:
     except (subprocess.CalledProcessError, OSError) as exc:
         print(f"ensurepip unavailable ({exc}); installing pip from PyPI", file=sys.stderr)
     venv.create(root, with_pip=False, clear=True)
-    with urllib.request.urlopen("https://pypi.org/pypi/pip/json", timeout=60) as response:
+    index = "https://pypi.org/pypi/pip/json"
+    with urllib.request.urlopen(index, timeout=60) as response:
         release = json.load(response)
     wheel = next(u for u in release["urls"] if u["filename"].endswith(".whl"))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / wheel["filename"]
-        with urllib.request.urlopen(wheel["url"], timeout=120) as response:
+        # Mirrors may answer with relative URLs.
+        url = urllib.parse.urljoin(index, wheel["url"])
+        with urllib.request.urlopen(url, timeout=120) as response:
             path.write_bytes(response.read())
         # A pip wheel can run itself: ``python pip.whl/pip install pip.whl``.
         subprocess.run([python, f"{path}/pip", "install", "--no-index", str(path)], check=True)
