@@ -135,7 +135,7 @@ def measure(
                 print(f"{name}: exited with {proc.returncode} (a crash under load)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     """Run every available candidate, interleaved, and print medians with ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -143,9 +143,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--log-level", default="INFO", help="WARNING measures without access log")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
-        sys.exit("wrk is missing: apt-get install -y wrk")
+        print("FAIL: wrk is missing (apt-get install -y wrk); nothing measured")
+        return 1
     names = [name for name, ok in available().items() if ok]
     for name, ok in available().items():
         if not ok:
@@ -168,7 +169,8 @@ def main() -> None:
         p99 = median(p for _, p, _ in results[name])
         errors = sum(e for _, _, e in results[name])
         print(f"{name:<28}{rps:>10.0f}{p99:>10.2f}{errors:>8}{rps / base:>25.2f}x")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
