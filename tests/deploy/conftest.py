@@ -1,0 +1,36 @@
+"""Fixtures for the deployment tests: a real multi-replica cluster behind the real nginx."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from scripts.cluster import Cluster, find_nginx
+
+from atrium.settings import Settings
+from tests.support import settings_env
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cluster(settings: Settings, tmp_path: Path) -> Iterator[Cluster]:
+    """Three replicas (one worker each) behind nginx, sharing the session's PostgreSQL+Redis.
+
+    A missing nginx fails the test (CI installs it); it is never a silent skip.
+    """
+    find_nginx()
+    env = settings_env(
+        settings,
+        PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
+        ATRIUM_GRACEFUL_TIMEOUT="20",
+    )
+    env.pop("ATRIUM_AUTO_MIGRATE", None)
+    cluster = Cluster(root=tmp_path / "cluster", env=env)
+    cluster.up(replicas=3)
+    try:
+        yield cluster
+    finally:
+        cluster.down()
