@@ -6,6 +6,7 @@ import asyncio
 
 import click
 
+from atrium.market.cli import market
 from atrium.platform.db import create_engine
 from atrium.platform.migrate import upgrade
 from atrium.settings import get_settings
@@ -62,6 +63,8 @@ def migrate() -> None:
     asyncio.run(_migrate())
     click.echo("database is at the latest revision", err=True)
 
+
+main.add_command(market)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

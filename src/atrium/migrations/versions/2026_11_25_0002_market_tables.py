@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -16,8 +19,36 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "financial_data",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("symbol", sa.String(20), nullable=False),
+        sa.Column("date", sa.Date(), nullable=False),
+        sa.Column("open_price", sa.Numeric(18, 4), nullable=False),
+        sa.Column("close_price", sa.Numeric(18, 4), nullable=False),
+        sa.Column("volume", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_financial_data"),
+        # INCLUDE (PostgreSQL only; SQLite ignores it) makes symbol reads index-only scans.
+        sa.UniqueConstraint(
+            "symbol",
+            "date",
+            name="uq_financial_data_symbol_date",
+            postgresql_include=["open_price", "close_price", "volume"],
+        ),
+        sa.CheckConstraint(
+            "open_price >= 0 AND close_price >= 0",
+            name="ck_financial_data_prices_not_negative",
+        ),
+        sa.CheckConstraint("volume >= 0", name="ck_financial_data_volume_not_negative"),
+    )
+    op.create_index("ix_financial_data_date_symbol", "financial_data", ["date", "symbol"])
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("ix_financial_data_date_symbol", table_name="financial_data")
+    op.drop_table("financial_data")
