@@ -8,6 +8,8 @@ for this session and dropped after it, Redis tests only delete keys under their 
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,9 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from atrium.app import create_app
 from atrium.platform.db import Base
+from atrium.platform.logging import JsonFormatter
 from atrium.platform.models import import_all_models
 from atrium.settings import Settings
-from tests.support import ServerProcess, run_server, settings_env
+from tests.support import SERVER_LOGS, TEST_SECRETS, ServerProcess, run_server, settings_env
 
 PG_ADMIN_URL = os.environ.get("ATRIUM_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("ATRIUM_TEST_REDIS_URL")
@@ -58,6 +61,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if skipped:
         print(f"\nFAIL: {skipped} test(s) skipped in a run that must execute everything")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_logs() -> Iterator[None]:
+    """Fail the run if any log line (in-process or of a server process) shows a test secret."""
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter())  # what stdout would get, masking included
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+    outputs = {"in-process logs": lines.getvalue()}
+    outputs.update({str(path): path.read_text(errors="replace") for path in SERVER_LOGS})
+    leaks = [
+        f"{value[:3]}… in {where}"
+        for where, text in outputs.items()
+        for value in sorted(TEST_SECRETS)
+        if value in text
+    ]
+    assert not leaks, f"test secrets leaked into logs: {leaks}"
 
 
 @pytest.fixture(scope="session")

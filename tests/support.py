@@ -16,6 +16,18 @@ import httpx
 
 from atrium.settings import Settings
 
+# Secret values tests send or configure: no log line of the run may contain one (conftest
+# checks every in-process line and every server log at the end of the session).
+TEST_SECRETS: set[str] = set()
+# Output files of every server process started by ``run_server``.
+SERVER_LOGS: list[Path] = []
+
+
+def secret(value: str) -> str:
+    """Use ``value`` as a secret: the run fails if it ever shows up in a log."""
+    TEST_SECRETS.add(value)
+    return value
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
@@ -75,6 +87,7 @@ def run_server(
     port = port or free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"server-{port}.log"
+    SERVER_LOGS.append(log)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [

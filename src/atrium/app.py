@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.types import Scope
@@ -15,15 +16,25 @@ from atrium.certificates.routes import router as certificates_router
 from atrium.hr.routes import router as hr_router
 from atrium.market.routes import router as market_router
 from atrium.platform.db import create_engine, create_sessionmaker
+from atrium.platform.db_metrics import run_db_monitor
 from atrium.platform.docs import install_docs
 from atrium.platform.errors import install_error_handlers
+from atrium.platform.exposition import router as metrics_router
 from atrium.platform.health import router as health_router
-from atrium.platform.logging import configure_logging
+from atrium.platform.http_metrics import MetricsMiddleware
+from atrium.platform.logging import configure_logging, register_route_templates
+from atrium.platform.metrics import BUILD_INFO
 from atrium.platform.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from atrium.platform.migrate import upgrade
+from atrium.platform.multiprocess import mark_this_process_dead
 from atrium.platform.openapi import install_openapi
+from atrium.platform.redaction import settings_secrets
+from atrium.platform.tracing import fastapi_telemetry, setup_tracing
 from atrium.settings import Settings, get_settings
 from atrium.templates.routes import router as templates_router
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("atrium")
 
@@ -41,14 +52,19 @@ OPENAPI_TAGS = [
     {"name": "market", "description": "Daily stock prices from AlphaVantage."},
     {"name": "certificates", "description": "Users and their certificates."},
     {"name": "templates", "description": "Text templates."},
-    {"name": "health", "description": "Liveness and readiness probes."},
+    {"name": "health", "description": "Liveness and readiness probes, Prometheus metrics."},
 ]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build a fully wired application; tests pass their own settings."""
+def create_app(
+    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """Build a fully wired application; tests pass their own settings (and tracer provider)."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(
+        settings.log_level, json=settings.log_json, secrets=settings_secrets(settings)
+    )
+    tracing = setup_tracing(settings, tracer_provider)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,6 +84,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
                 stack.push_async_callback(redis.aclose)
                 app.state.redis = redis
+            # --- observability: traces, DB probe, multiprocess metrics -------------------
+            if tracing is not None:
+                tracing.start(engine)
+                stack.callback(tracing.stop)
+            stack.callback(mark_this_process_dead)
+            if settings.metrics_enabled:
+                BUILD_INFO.labels(__version__).set(1)
+                monitor = asyncio.create_task(run_db_monitor(engine, settings))
+                stack.push_async_callback(_cancel, monitor)
             log.info(
                 "started",
                 extra={
@@ -86,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        telemetry=fastapi_telemetry(tracing.provider if tracing else None),
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -93,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
 
     app.include_router(health_router)
+    if settings.metrics_enabled:
+        app.include_router(metrics_router)
     app.include_router(hr_router)
     app.include_router(market_router)
     app.include_router(certificates_router)
@@ -106,5 +134,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return settings.max_body_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    if settings.metrics_enabled:
+        app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware, replica_name=settings.replica_name)
+    register_route_templates(app.routes)
     return app
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task

@@ -9,6 +9,7 @@ import click
 from atrium.market.cli import market
 from atrium.platform.db import create_engine
 from atrium.platform.migrate import upgrade
+from atrium.platform.multiprocess import prepare_multiprocess_dir
 from atrium.settings import get_settings
 
 
@@ -40,11 +41,15 @@ def serve(host: str | None, port: int | None, workers: int | None, app: str) -> 
         asyncio.run(_migrate())
         os.environ["ATRIUM_AUTO_MIGRATE"] = "false"
         get_settings.cache_clear()
+    workers = workers or settings.workers
+    # Workers inherit PROMETHEUS_MULTIPROC_DIR, so it must exist (and be empty) before them.
+    # The gunicorn master releases a dead worker's live gauges as it reaps it (child_exit).
+    prepare_multiprocess_dir(workers)
     run_server(
         settings,
         host=host or settings.host,
         port=port or settings.port,
-        workers=workers or settings.workers,
+        workers=workers,
         app=app,
     )
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
+
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_TABLE_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]{0,62}\.)?[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 def _split_commas(value: object) -> object:
@@ -64,6 +68,7 @@ class Settings(BaseSettings):
     metrics_db_probe_table: str = "alembic_version"
     metrics_db_probe_column: str = "version_num"
     metrics_db_probe_interval: float = Field(default=15.0, gt=0)
+    tracing_enabled: bool | None = None  # unset: on when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
     # --- HR ------------------------------------------------------------------------------
     backup_dir: Path | None = None
@@ -96,6 +101,15 @@ class Settings(BaseSettings):
     _split = field_validator(
         "trusted_proxies", "market_symbols", "anonymous_scopes", mode="before"
     )(_split_commas)
+
+    @field_validator("metrics_db_probe_table", "metrics_db_probe_column")
+    @classmethod
+    def _sql_identifier(cls, value: str, info: ValidationInfo) -> str:
+        # These names are spliced into the probe's SQL: only plain identifiers may pass.
+        pattern = _TABLE_NAME if info.field_name == "metrics_db_probe_table" else _COLUMN_NAME
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not a plain SQL identifier")
+        return value
 
     @field_validator("market_symbols")
     @classmethod

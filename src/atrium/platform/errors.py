@@ -21,6 +21,8 @@ from starlette.responses import Response
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://atrium.dev/problems/"
+# Scope flag: the request middleware already logged this exception with the request's context.
+EXCEPTION_LOGGED = "atrium.exception_logged"
 
 log = logging.getLogger("atrium.errors")
 
@@ -241,7 +243,8 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", extra={"path": request.url.path})
+    if not request.scope.get(EXCEPTION_LOGGED):
+        log.exception("unhandled error", extra={"path": request.url.path})
     return problem_response(request, 500, "internal-error", detail="An unexpected error occurred.")
 
 

@@ -15,19 +15,15 @@ from collections.abc import Callable
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from atrium.platform.errors import PROBLEM_MEDIA_TYPE, problem_type
-from atrium.platform.logging import request_id_var
+from atrium.platform.errors import EXCEPTION_LOGGED, PROBLEM_MEDIA_TYPE, problem_type
+from atrium.platform.logging import request_id_var, request_scope_var, route_template
+
+__all__ = ["BodyLimitMiddleware", "RequestContextMiddleware", "route_template"]
 
 access_log = logging.getLogger("atrium.access")
+error_log = logging.getLogger("atrium.errors")
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-
-def route_template(scope: Scope) -> str:
-    """The matched route's path template (``/hr/{table}``), never the raw path."""
-    route = scope.get("route")
-    path = getattr(route, "path_format", None) or getattr(route, "path", None)
-    return str(path) if path else "<unmatched>"
 
 
 class RequestContextMiddleware:
@@ -50,6 +46,7 @@ class RequestContextMiddleware:
             incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         )
         token = request_id_var.set(request_id)
+        scope_token = request_scope_var.set(scope)
         status = 500
         started = time.perf_counter()
 
@@ -66,6 +63,12 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # Logged here, not by the 500 handler outside us, so the line keeps the request's
+            # id, route and trace; the handler sees the flag and only renders the problem.
+            error_log.exception("unhandled error", extra={"path": scope["path"]})
+            scope[EXCEPTION_LOGGED] = True
+            raise
         finally:
             access_log.info(
                 "request",
@@ -76,6 +79,7 @@ class RequestContextMiddleware:
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 },
             )
+            request_scope_var.reset(scope_token)
             request_id_var.reset(token)
 
 

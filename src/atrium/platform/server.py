@@ -19,6 +19,7 @@ from gunicorn.glogging import Logger
 from uvicorn_worker import UvicornWorker
 
 from atrium.platform.logging import configure_logging
+from atrium.platform.multiprocess import MULTIPROC_ENV
 from atrium.settings import Settings
 
 DEFAULT_APP = "atrium.app:create_app"
@@ -55,6 +56,15 @@ class AtriumLogger(Logger):  # type: ignore[misc]
         for log in (self.error_log, self.access_log):
             log.handlers.clear()
             log.propagate = True
+
+
+def release_worker_metrics(server: Any, worker: Any) -> None:
+    """gunicorn ``child_exit``: a worker is gone (even SIGKILLed), so its live gauges go too."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, path)  # type: ignore[no-untyped-call]
 
 
 def load_factory(spec: str) -> Callable[[], Any]:
@@ -97,6 +107,7 @@ def gunicorn_options(
         "proc_name": f"atrium:{settings.replica_name}",
         "preload_app": False,  # each worker builds its own engines after the fork
         "forwarded_allow_ips": "",
+        "child_exit": release_worker_metrics,
     }
 
 
