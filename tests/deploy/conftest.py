@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from scripts.cluster import Cluster, find_nginx
 
 from atrium.settings import Settings
@@ -16,8 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def cluster(settings: Settings, tmp_path: Path) -> Iterator[Cluster]:
-    """Three replicas (one worker each) behind nginx, sharing the session's PostgreSQL+Redis.
+def cluster(clean: FastAPI, settings: Settings, tmp_path: Path) -> Iterator[Cluster]:
+    """Three replicas (one worker each) behind nginx, sharing the session's PostgreSQL+Redis
+    (tables and this run's Redis keys emptied first).
 
     A missing nginx fails the test (CI installs it); it is never a silent skip.
     """
