@@ -28,7 +28,8 @@ def main(target: str = ".venv") -> int:
     try:
         venv.create(root, with_pip=True, clear=True)
         return 0
-    except (subprocess.CalledProcessError, OSError) as exc:
+    except (subprocess.CalledProcessError, OSError, SystemExit) as exc:
+        # Debian's stub ensurepip exits instead of raising.
         print(f"ensurepip unavailable ({exc}); installing pip from PyPI", file=sys.stderr)
     venv.create(root, with_pip=False, clear=True)
     index = "https://pypi.org/pypi/pip/json"
