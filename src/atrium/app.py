@@ -13,8 +13,11 @@ from starlette.types import Scope
 
 from atrium import __version__
 from atrium.certificates.routes import router as certificates_router
+from atrium.certificates.runtime import certificates_lifespan
+from atrium.certificates.runtime import load_secrets as load_certificate_secrets
 from atrium.hr.routes import router as hr_router
 from atrium.market.routes import router as market_router
+from atrium.platform.cache import Cache, CacheBackend, MemoryBackend, NullBackend, RedisBackend
 from atrium.platform.db import create_engine, create_sessionmaker
 from atrium.platform.db_metrics import run_db_monitor
 from atrium.platform.docs import install_docs
@@ -56,6 +59,27 @@ OPENAPI_TAGS = [
 ]
 
 
+def _create_cache(app: FastAPI, settings: Settings) -> Cache:
+    """The shared read-through cache (``app.state.cache``): Redis when configured, else
+    in-process for a single worker, else none (per-process caches could serve stale data).
+    """
+    backend: CacheBackend
+    if app.state.redis is not None:
+        backend = RedisBackend(app.state.redis, settings.redis_prefix)
+    elif settings.workers == 1:
+        backend = MemoryBackend()
+    else:
+        backend = NullBackend()
+    cache = Cache(backend, ttl=settings.cache_ttl_seconds)
+    if isinstance(backend, MemoryBackend):
+
+        async def forget() -> None:  # the test suite wipes tables between tests
+            cache.backend = MemoryBackend()
+
+        app.state.test_reset_hooks = [*getattr(app.state, "test_reset_hooks", []), forget]
+    return cache
+
+
 def create_app(
     settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
 ) -> FastAPI:
@@ -65,6 +89,8 @@ def create_app(
         settings.log_level, json=settings.log_json, secrets=settings_secrets(settings)
     )
     tracing = setup_tracing(settings, tracer_provider)
+    # Fail fast: without its keys (PostgreSQL and none configured) the service must not start.
+    certificate_secrets = load_certificate_secrets(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,6 +110,11 @@ def create_app(
                 )
                 stack.push_async_callback(redis.aclose)
                 app.state.redis = redis
+            app.state.cache = _create_cache(app, settings)
+            # --- certificates: keys (refuses to start without them on PostgreSQL), webhooks ---
+            await stack.enter_async_context(
+                certificates_lifespan(app, settings, app.state.cache, certificate_secrets)
+            )
             # --- observability: traces, DB probe, multiprocess metrics -------------------
             if tracing is not None:
                 tracing.start(engine)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import click
 
+from atrium.certificates.cli import certificates
 from atrium.market.cli import market
 from atrium.platform.db import create_engine
 from atrium.platform.migrate import upgrade
@@ -36,6 +38,10 @@ def serve(host: str | None, port: int | None, workers: int | None, app: str) -> 
     from atrium.platform.server import serve as run_server
 
     settings = get_settings()
+    if workers:
+        # The workers build their own settings: tell them how many they are (the cache
+        # must not be per-process when there are several).
+        os.environ["ATRIUM_WORKERS"] = str(workers)
     if settings.should_auto_migrate:
         # Migrate once here, before workers start, so N workers never race on it.
         asyncio.run(_migrate())
@@ -70,6 +76,7 @@ def migrate() -> None:
 
 
 main.add_command(market)
+main.add_command(certificates)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     cert_webhook_url: str | None = None
     cert_webhook_secret: SecretStr | None = None
     auth_rate_limit: int = Field(default=20, ge=1)
+    # Stand-in for the platform's API keys: this key (sent as X-API-KEY) may act on any user.
+    admin_api_key: SecretStr | None = None
+    cert_webhook_timeout: float = Field(default=10.0, gt=0, le=300)
+    cert_webhook_backoff_seconds: float = Field(default=1.0, gt=0)
+    cert_webhook_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    cert_webhook_poll_seconds: float = Field(default=5.0, gt=0)
 
     # --- API keys, limits, cache, idempotency --------------------------------------------
     anonymous_scopes: CommaList = Field(default_factory=list)

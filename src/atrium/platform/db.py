@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -83,6 +83,41 @@ def is_postgres(engine_or_session: AsyncEngine | AsyncSession) -> bool:
     return engine_or_session.dialect.name == "postgresql"
 
 
+_AFTER_COMMIT = "atrium.after_commit"
+
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run ``callback`` once the session's transaction has committed (never on rollback).
+
+    For work that must only happen after the data is durable and visible to others, such as
+    cache invalidation or waking a delivery worker. Services register it; whoever commits (the
+    request dependency, a CLI command, a test) calls :func:`commit`.
+    """
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+async def commit(session: AsyncSession) -> None:
+    """Commit, then run the registered after-commit callbacks (all of them; first error raised)."""
+    await session.commit()
+    callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT, [])
+    error: BaseException | None = None
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+
+
+async def rollback(session: AsyncSession) -> None:
+    """Roll back and forget the after-commit callbacks of the abandoned transaction."""
+    session.info.pop(_AFTER_COMMIT, None)
+    await session.rollback()
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request: commit when the handler returns, roll back when it raises."""
     maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
@@ -90,10 +125,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         try:
             yield session
         except BaseException:
-            await session.rollback()
+            await rollback(session)
             raise
         else:
-            await session.commit()
+            await commit(session)
 
 
 def get_engine(request: Request) -> AsyncEngine:
@@ -108,6 +143,9 @@ def get_app_settings(request: Request) -> Settings:
     return settings
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": commit before the response is sent. With FastAPI's default ("request")
+# scope the commit would run after the client already has its 2xx, so a failed commit would go
+# unreported and a client's next request could miss its own write.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

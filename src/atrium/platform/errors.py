@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Mount
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://atrium.dev/problems/"
@@ -233,13 +234,39 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     detail: str | None = exc.detail if isinstance(exc.detail, str) else None
     if detail == HTTPStatus(exc.status_code).phrase:
         detail = None
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
     return problem_response(
         request,
         exc.status_code,
         slug_for_status(exc.status_code),
         detail=detail,
-        headers=exc.headers,  # keeps ``Allow`` on 405 and ``WWW-Authenticate`` on 401
+        headers=headers,  # keeps ``Allow`` on 405 and ``WWW-Authenticate`` on 401
     )
+
+
+def _allowed_methods(request: Request) -> str:
+    # Starlette answers 405 with the methods of the first route whose path matched; a path
+    # served by several routes (GET and PATCH and DELETE of /things/{id}) allows them all. Ask
+    # the router which methods would fully match this path.
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        probe = {
+            "type": "http",
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "method": method,
+            "headers": [],
+            "query_string": b"",
+        }
+        if any(
+            route.matches(probe)[0] == Match.FULL
+            for route in request.app.router.routes
+            if not isinstance(route, Mount)  # static files: they answer 405 on their own
+        ):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
