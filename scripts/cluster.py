@@ -17,9 +17,11 @@ every replica one at a time (SIGTERM, drain, start, wait until ready). State liv
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -139,7 +141,7 @@ class Cluster:
         return self.root / "state.json"
 
     def save(self) -> None:
-        """Write the state file."""
+        """Write the state file (it holds the cluster's secrets: owner-only)."""
         state = {
             "lb_port": self.lb_port,
             "workers": self.workers,
@@ -147,6 +149,7 @@ class Cluster:
             "replicas": [r.__dict__ for r in self.replicas],
             "env": dict(self.env),
         }
+        self.state_file.touch(mode=0o600)
         self.state_file.write_text(json.dumps(state, indent=2))
 
     @classmethod
@@ -356,6 +359,13 @@ def _storage_env() -> dict[str, str]:
         raise ClusterError("ATRIUM_DATABASE_URL must be PostgreSQL: SQLite is one machine's file")
     env.setdefault("ATRIUM_ENV", "development")
     env.setdefault("ATRIUM_LOG_LEVEL", "INFO")
+    # With PostgreSQL every replica needs the same secrets (a secret one replica generated
+    # would not exist on the others): make one set for this cluster unless given.
+    if not env.get("ATRIUM_ENCRYPTION_KEY"):
+        env["ATRIUM_ENCRYPTION_KEY"] = "cluster:" + base64.b64encode(os.urandom(32)).decode()
+        print("cluster: generated ATRIUM_ENCRYPTION_KEY for this cluster (in its state.json)")
+    if not env.get("ATRIUM_TOKEN_SECRET"):
+        env["ATRIUM_TOKEN_SECRET"] = secrets.token_urlsafe(32)
     # The replicas import the atrium of this checkout, installed or not.
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])])
     return env
