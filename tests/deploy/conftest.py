@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +30,9 @@ def cluster(clean: FastAPI, settings: Settings, tmp_path: Path) -> Iterator[Clus
         settings,
         PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
         ATRIUM_GRACEFUL_TIMEOUT="20",
+        # As in production: every replica is given the same secrets (none generates its own).
+        ATRIUM_ENCRYPTION_KEY="cluster:" + base64.b64encode(os.urandom(32)).decode(),
+        ATRIUM_TOKEN_SECRET=secrets.token_urlsafe(32),
     )
     env.pop("ATRIUM_AUTO_MIGRATE", None)
     cluster = Cluster(root=tmp_path / "cluster", env=env)
