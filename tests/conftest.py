@@ -27,11 +27,20 @@ from atrium.platform.db import Base
 from atrium.platform.logging import JsonFormatter
 from atrium.platform.models import import_all_models
 from atrium.settings import Settings
-from tests.support import SERVER_LOGS, TEST_SECRETS, ServerProcess, run_server, settings_env
+from tests.support import (
+    SERVER_LOGS,
+    TEST_SECRETS,
+    ServerProcess,
+    run_server,
+    secret,
+    settings_env,
+)
 
 PG_ADMIN_URL = os.environ.get("ATRIUM_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("ATRIUM_TEST_REDIS_URL")
 RUN_ID = uuid.uuid4().hex[:10]
+# The admin key every test client sends; re-created after each wipe (see ``admin_api_key``).
+ADMIN_API_KEY = secret(f"atr_test_admin_{RUN_ID}")
 
 
 def pytest_report_header() -> list[str]:
@@ -180,9 +189,34 @@ async def clean(app: FastAPI) -> FastAPI:
     return app
 
 
+@pytest.fixture(scope="session")
+async def admin_api_key(app: FastAPI) -> str:
+    """An admin API key (no practical rate limit) that exists before every test."""
+    from atrium.platform.apikeys import hash_key
+
+    async def provision() -> None:
+        store = app.state.api_keys
+        if await store.lookup(hash_key(ADMIN_API_KEY)) is None:
+            await store.create("tests", ("admin",), rate_limit=1_000_000, key=ADMIN_API_KEY)
+
+    app.state.test_reset_hooks = [*getattr(app.state, "test_reset_hooks", []), provision]
+    await provision()
+    return ADMIN_API_KEY
+
+
 @pytest.fixture
-async def client(clean: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to the session app in-process."""
+async def client(clean: FastAPI, admin_api_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the session app in-process, sending the admin API key."""
+    transport = httpx.ASGITransport(app=clean)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers={"X-API-KEY": admin_api_key}
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+async def anon_client(clean: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client without an API key (for the 401/403 paths)."""
     transport = httpx.ASGITransport(app=clean)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c
@@ -197,8 +231,12 @@ async def session(clean: FastAPI) -> AsyncIterator[AsyncSession]:
 
 @pytest.fixture(scope="session")
 def live_server(
-    app: FastAPI, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    app: FastAPI,
+    settings: Settings,
+    admin_api_key: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerProcess]:
-    """A real ``atrium serve`` process on loopback sharing the session's database."""
+    """A real ``atrium serve`` process on loopback sharing the session's database (and keys)."""
     with run_server(settings_env(settings), tmp_path_factory.mktemp("server-logs")) as server:
+        server.schemathesis_headers = [f"X-API-KEY: {admin_api_key}"]  # type: ignore[attr-defined]
         yield server

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import Scope
 
 from atrium import __version__
@@ -17,14 +17,17 @@ from atrium.certificates.runtime import certificates_lifespan
 from atrium.certificates.runtime import load_secrets as load_certificate_secrets
 from atrium.hr.routes import router as hr_router
 from atrium.market.routes import router as market_router
-from atrium.platform.cache import Cache, CacheBackend, MemoryBackend, NullBackend, RedisBackend
+from atrium.platform.apikeys import require_scopes
+from atrium.platform.cache import build_cache
 from atrium.platform.db import create_engine, create_sessionmaker
 from atrium.platform.db_metrics import run_db_monitor
 from atrium.platform.docs import install_docs
 from atrium.platform.errors import install_error_handlers
 from atrium.platform.exposition import router as metrics_router
+from atrium.platform.guard import GuardMiddleware, reset_in_process_state, start_guard
 from atrium.platform.health import router as health_router
 from atrium.platform.http_metrics import MetricsMiddleware
+from atrium.platform.idempotency import IdempotencyMiddleware
 from atrium.platform.logging import configure_logging, register_route_templates
 from atrium.platform.metrics import BUILD_INFO
 from atrium.platform.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -34,12 +37,16 @@ from atrium.platform.openapi import install_openapi
 from atrium.platform.redaction import settings_secrets
 from atrium.platform.tracing import fastapi_telemetry, setup_tracing
 from atrium.settings import Settings, get_settings
+from atrium.templates.routes import CACHED_READS as TEMPLATES_CACHED_READS
 from atrium.templates.routes import router as templates_router
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("atrium")
+
+# POSTs that create something: a retry with the same Idempotency-Key replays the first answer.
+IDEMPOTENT_POSTS = (r"/templates", r"/hr/[^/]+/batch", r"/users", r"/users/[^/]+/certificates")
 
 DESCRIPTION = """
 Atrium brings HR data, certificates, market data and text templates behind one REST API.
@@ -57,27 +64,6 @@ OPENAPI_TAGS = [
     {"name": "templates", "description": "Text templates."},
     {"name": "health", "description": "Liveness and readiness probes, Prometheus metrics."},
 ]
-
-
-def _create_cache(app: FastAPI, settings: Settings) -> Cache:
-    """The shared read-through cache (``app.state.cache``): Redis when configured, else
-    in-process for a single worker, else none (per-process caches could serve stale data).
-    """
-    backend: CacheBackend
-    if app.state.redis is not None:
-        backend = RedisBackend(app.state.redis, settings.redis_prefix)
-    elif settings.workers == 1:
-        backend = MemoryBackend()
-    else:
-        backend = NullBackend()
-    cache = Cache(backend, ttl=settings.cache_ttl_seconds)
-    if isinstance(backend, MemoryBackend):
-
-        async def forget() -> None:  # the test suite wipes tables between tests
-            cache.backend = MemoryBackend()
-
-        app.state.test_reset_hooks = [*getattr(app.state, "test_reset_hooks", []), forget]
-    return cache
 
 
 def create_app(
@@ -104,13 +90,30 @@ def create_app(
             app.state.redis = None
             if settings.redis_url:
                 from redis.asyncio import Redis
+                from redis.asyncio.retry import Retry
+                from redis.backoff import NoBackoff
 
+                # One immediate retry (a pooled connection may be stale after a Redis restart);
+                # the default (10 retries with backoff) would stall every request for seconds
+                # while Redis is down, instead of letting the platform degrade at once.
                 redis: Any = Redis.from_url(
-                    settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+                    settings.redis_url,
+                    socket_timeout=2.0,
+                    socket_connect_timeout=2.0,
+                    retry=Retry(NoBackoff(), 1),
                 )
                 stack.push_async_callback(redis.aclose)
                 app.state.redis = redis
-            app.state.cache = _create_cache(app, settings)
+            # --- platform: cache, API keys, rate limits, idempotency -------------------------
+            app.state.cache = build_cache(settings, app.state.redis)
+            stack.push_async_callback(
+                await start_guard(app.state, settings, engine, app.state.redis)
+            )
+            app.state.test_reset_hooks = [
+                *getattr(app.state, "test_reset_hooks", []),
+                lambda: reset_in_process_state(app.state),
+            ]
+            # ------------------------------------------------------------------------------
             # --- certificates: keys (refuses to start without them on PostgreSQL), webhooks ---
             await stack.enter_async_context(
                 certificates_lifespan(app, settings, app.state.cache, certificate_secrets)
@@ -152,10 +155,15 @@ def create_app(
     app.include_router(health_router)
     if settings.metrics_enabled:
         app.include_router(metrics_router)
-    app.include_router(hr_router)
-    app.include_router(market_router)
+    # API-key scopes per router (the routers themselves know nothing about keys); the
+    # certificates routes are guarded by their users' bearer tokens instead.
+    app.include_router(hr_router, dependencies=[Depends(require_scopes("hr:read", "hr:write"))])
+    app.include_router(market_router, dependencies=[Depends(require_scopes("market:read"))])
     app.include_router(certificates_router)
-    app.include_router(templates_router)
+    app.include_router(
+        templates_router,
+        dependencies=[Depends(require_scopes("templates:read", "templates:write"))],
+    )
 
     def body_limit(scope: Scope) -> int:
         # CSV uploads stream to the database, so they get the (much larger) upload limit.
@@ -164,7 +172,15 @@ def create_app(
             return settings.max_upload_bytes
         return settings.max_body_bytes
 
+    # Outermost last: request context → metrics → guard (key, rate limit) → body limit →
+    # idempotency.
+    app.add_middleware(
+        IdempotencyMiddleware, state=app.state, settings=settings, paths=IDEMPOTENT_POSTS
+    )
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(
+        GuardMiddleware, state=app.state, settings=settings, cached_reads=TEMPLATES_CACHED_READS
+    )
     if settings.metrics_enabled:
         app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware, replica_name=settings.replica_name)

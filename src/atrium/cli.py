@@ -9,6 +9,7 @@ import click
 
 from atrium.certificates.cli import certificates
 from atrium.market.cli import market
+from atrium.platform.apikeys_cli import apikeys, bootstrap_admin_key, print_bootstrap_key
 from atrium.platform.db import create_engine
 from atrium.platform.migrate import upgrade
 from atrium.platform.multiprocess import prepare_multiprocess_dir
@@ -33,24 +34,26 @@ def main() -> None:
 )
 def serve(host: str | None, port: int | None, workers: int | None, app: str) -> None:
     """Serve the API: gunicorn + uvicorn workers, graceful drain on SIGTERM."""
-    import os
-
     from atrium.platform.server import serve as run_server
 
     settings = get_settings()
-    if workers:
-        # The workers build their own settings: tell them how many they are (the cache
-        # must not be per-process when there are several).
-        os.environ["ATRIUM_WORKERS"] = str(workers)
     if settings.should_auto_migrate:
         # Migrate once here, before workers start, so N workers never race on it.
         asyncio.run(_migrate())
         os.environ["ATRIUM_AUTO_MIGRATE"] = "false"
-        get_settings.cache_clear()
+    # The embedded default's first start creates an admin key and shows it once.
+    first_key = asyncio.run(bootstrap_admin_key(settings))
+    if first_key is not None:
+        print_bootstrap_key(first_key)
     workers = workers or settings.workers
+    # Worker processes read their settings from the environment; they must know how many
+    # siblings they have (the in-process cache turns itself off with more than one).
+    os.environ["ATRIUM_WORKERS"] = str(workers)
     # Workers inherit PROMETHEUS_MULTIPROC_DIR, so it must exist (and be empty) before them.
     # The gunicorn master releases a dead worker's live gauges as it reaps it (child_exit).
     prepare_multiprocess_dir(workers)
+    # Workers are forked from this process: drop the settings read before the changes above.
+    get_settings.cache_clear()
     run_server(
         settings,
         host=host or settings.host,
@@ -77,6 +80,8 @@ def migrate() -> None:
 
 main.add_command(market)
 main.add_command(certificates)
+main.add_command(apikeys)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

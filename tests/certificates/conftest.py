@@ -47,6 +47,12 @@ UserFactory = Callable[..., Awaitable[TestUser]]
 
 
 @pytest.fixture
+def client(anon_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """Certificates are guarded by users' bearer tokens: act without the suite's admin key."""
+    return anon_client
+
+
+@pytest.fixture
 def make_user(client: httpx.AsyncClient) -> UserFactory:
     """``await make_user()``: a new user with a valid token."""
 

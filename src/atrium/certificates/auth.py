@@ -1,9 +1,9 @@
 """Who is calling: a user with a bearer token, and/or an administrator.
 
 Users authenticate with ``Authorization: Bearer <token>`` from ``POST /auth/token``. An
-administrator may act on any user; until the platform's API-key mechanism lands that is whoever
-sends ``X-API-KEY`` equal to ``ATRIUM_ADMIN_API_KEY``. That decision lives in one function,
-:func:`is_admin`, so it can be swapped for the platform's scope check.
+administrator may act on any user: a platform API key with the ``admin`` scope (``atrium apikeys
+create --scopes admin``), or the static ``ATRIUM_ADMIN_API_KEY`` kept for deployments that
+configured one before API keys existed. That decision lives in :func:`is_admin`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from fastapi.security import OAuth2PasswordBearer
 
 from atrium.certificates import service
 from atrium.certificates.service import BEARER_CHALLENGE, CertificatesContext, UserView
+from atrium.platform.apikeys import API_KEY_SCHEME, principal_of
 from atrium.platform.errors import Forbidden, NotFound, Unauthorized
 
 oauth2_scheme = OAuth2PasswordBearer(
@@ -25,12 +26,8 @@ oauth2_scheme = OAuth2PasswordBearer(
     description="A bearer token from `POST /auth/token` (email as `username`).",
     auto_error=False,
 )
-admin_key_scheme = APIKeyHeader(
-    name="X-API-KEY",
-    scheme_name="AdminApiKey",
-    description="An administrator key: may act on any user.",
-    auto_error=False,
-)
+# The platform's X-API-KEY scheme: one header, one scheme in OpenAPI.
+admin_key_scheme = API_KEY_SCHEME
 
 
 def get_context(request: Request) -> CertificatesContext:
@@ -45,10 +42,13 @@ ContextDep = Annotated[CertificatesContext, Depends(get_context)]
 def is_admin(request: Request, api_key: str | None) -> bool:
     """Whether the request carries an administrator credential.
 
-    Stand-in for the platform's API keys (swap this body for a check of an ``admin`` scope):
-    compares ``X-API-KEY`` with ``ATRIUM_ADMIN_API_KEY`` in constant time. Any other key is
-    not an error here, just not an administrator.
+    A platform key whose scopes include ``admin`` (resolved by the guard middleware), or
+    ``X-API-KEY`` equal to ``ATRIUM_ADMIN_API_KEY`` (constant-time). Any other key is not an
+    error here, just not an administrator.
     """
+    principal = principal_of(request)
+    if principal is not None and not principal.anonymous and "admin" in principal.scopes:
+        return True
     configured = request.app.state.settings.admin_api_key
     if api_key is None or configured is None:
         return False

@@ -21,8 +21,22 @@ from typing import Any, Protocol, TypeVar
 
 from atrium.platform.errors import ServiceUnavailable
 from atrium.platform.metrics import CACHE_REQUESTS
+from atrium.settings import Settings
 
 log = logging.getLogger("atrium.cache")
+
+WARN_EVERY_SECONDS = 10.0
+_last_warning = -1e9
+
+
+def _warn(message: str, **extra: Any) -> None:
+    # While Redis is down every request would log this; once per interval tells the story.
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning >= WARN_EVERY_SECONDS:
+        _last_warning = now
+        log.warning(message, extra=extra, exc_info=True)
+
 
 T = TypeVar("T")
 
@@ -97,6 +111,11 @@ class MemoryBackend:
         for slot in [s for s in self._entries if s[0] == namespace]:
             del self._entries[slot]
 
+    def clear(self) -> None:
+        """Forget everything (tests wipe the tables underneath the cache)."""
+        self._entries.clear()
+        self._versions.clear()
+
 
 class RedisBackend:
     """Shared by every process and replica using the same Redis."""
@@ -106,26 +125,28 @@ class RedisBackend:
         self.prefix = f"{prefix}cache:"
         self._script = redis.register_script(_GET_VERSIONED)
 
-    def _version_key(self, namespace: str) -> str:
+    def version_key(self, namespace: str) -> str:
+        """The Redis key of a namespace's version."""
         return f"{self.prefix}{namespace}:version"
 
-    def _entry_prefix(self, namespace: str) -> str:
+    def entry_prefix(self, namespace: str) -> str:
+        """Entries live at ``entry_prefix(ns) + version + ":" + key``."""
         return f"{self.prefix}{namespace}:v"
 
     async def get_versioned(self, namespace: str, key: str) -> tuple[int, bytes | None]:
         """Version and entry in one round trip (a Lua script)."""
         version, value = await self._script(
-            keys=[self._version_key(namespace)], args=[self._entry_prefix(namespace), f":{key}"]
+            keys=[self.version_key(namespace)], args=[self.entry_prefix(namespace), f":{key}"]
         )
         return int(version), value
 
     async def set(self, namespace: str, version: int, key: str, value: bytes, ttl: int) -> None:
         """SET with expiry under the version read before loading."""
-        await self.redis.set(f"{self._entry_prefix(namespace)}{version}:{key}", value, ex=ttl)
+        await self.redis.set(f"{self.entry_prefix(namespace)}{version}:{key}", value, ex=ttl)
 
     async def bump(self, namespace: str) -> None:
         """INCR the namespace version (atomic across processes)."""
-        await self.redis.incr(self._version_key(namespace))
+        await self.redis.incr(self.version_key(namespace))
 
 
 class Cache:
@@ -148,7 +169,7 @@ class Cache:
         try:
             version, raw = await self.backend.get_versioned(namespace, key)
         except Exception:  # a cache outage must never fail the request
-            log.warning("cache read failed", extra={"cache": self.name}, exc_info=True)
+            _warn("cache read failed", cache=self.name)
             return await load()
         if raw is not None:
             CACHE_REQUESTS.labels(self.name, "hit").inc()
@@ -159,7 +180,7 @@ class Cache:
             try:
                 await self.backend.set(namespace, version, key, encode(value), self.ttl)
             except Exception:
-                log.warning("cache write failed", extra={"cache": self.name}, exc_info=True)
+                _warn("cache write failed", cache=self.name)
         return value
 
     async def invalidate(self, *namespaces: str) -> None:
@@ -177,3 +198,43 @@ class Cache:
                     "cache invalidation failed", extra={"namespace": namespace}, exc_info=True
                 )
                 raise ServiceUnavailable("cache invalidation failed; retry the request") from exc
+
+    async def invalidate_after_commit(self, *namespaces: str) -> None:
+        """The post-commit bump of a write that already bumped before committing.
+
+        Writers bump before the commit (a failure there aborts the write: nothing is committed
+        and nothing can go stale) and again after it (so a reader that loaded the old row during
+        the commit cannot have cached it under the current version). When only this second bump
+        fails the write has happened; reporting an error would make the client retry a write
+        that succeeded, so it is logged instead.
+        """
+        for namespace in namespaces:
+            try:
+                await self.backend.bump(namespace)
+            except Exception:
+                log.error("cache invalidation after commit failed", extra={"namespace": namespace})
+
+    def named(self, name: str) -> Cache:
+        """The same storage under another metrics label (one per domain)."""
+        return Cache(self.backend, self.ttl, name)
+
+    def clear_local(self) -> None:
+        """Forget in-process entries (tests); shared Redis entries are left alone."""
+        if isinstance(self.backend, MemoryBackend):
+            self.backend.clear()
+
+
+def build_cache(settings: Settings, redis: Any) -> Cache:
+    """The app's cache: Redis when configured, in-process for one process, else none.
+
+    Several worker processes without Redis cannot invalidate each other's memory, so they
+    do not cache at all rather than serve stale data.
+    """
+    backend: CacheBackend
+    if redis is not None:
+        backend = RedisBackend(redis, settings.redis_prefix)
+    elif settings.workers > 1:
+        backend = NullBackend()
+    else:
+        backend = MemoryBackend()
+    return Cache(backend, settings.cache_ttl_seconds)

@@ -1,0 +1,252 @@
+"""Idempotency-Key: replay, mismatch, in flight, failures, expiry, per-caller scope."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+from starlette.types import Receive, Scope, Send
+
+from atrium.app import IDEMPOTENT_POSTS
+from atrium.platform.apikeys import KeyStore
+from atrium.platform.idempotency import IdempotencyMiddleware, Stored
+from atrium.settings import Settings
+
+PROBLEM = "application/problem+json"
+
+
+def _replays() -> float:
+    return REGISTRY.get_sample_value("atrium_idempotency_replays_total") or 0.0
+
+
+async def _count(client: httpx.AsyncClient) -> int:
+    total: int = (await client.get("/templates")).json()["total"]
+    return total
+
+
+async def test_retry_replays_the_first_response_and_creates_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = {"Idempotency-Key": "create-welcome-1"}
+    body = {"name": "welcome", "content": "Hi"}
+    first = await client.post("/templates", json=body, headers=headers)
+    assert first.status_code == 201
+    replays = _replays()
+    again = await client.post("/templates", json=body, headers=headers)
+    assert again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["location"] == first.headers["location"]
+    assert again.headers["etag"] == first.headers["etag"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert _replays() == replays + 1
+    # JSON with its keys in another order is the same request.
+    reordered = await client.post(
+        "/templates",
+        content=b'{"content": "Hi", "name": "welcome"}',
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert reordered.json() == first.json()
+    assert await _count(client) == 1
+
+
+async def test_same_key_with_another_body_is_422(client: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "k-422"}
+    assert (await client.post("/templates", json={"name": "a"}, headers=headers)).status_code == 201
+    other = await client.post("/templates", json={"name": "b"}, headers=headers)
+    assert other.status_code == 422
+    assert other.headers["content-type"] == PROBLEM
+    assert other.json()["type"].endswith("/idempotency-key-reused")
+    assert await _count(client) == 1
+
+
+async def test_without_the_header_every_post_creates(client: httpx.AsyncClient) -> None:
+    for _ in range(2):
+        assert (await client.post("/templates", json={"name": "a"})).status_code == 201
+    assert await _count(client) == 2
+
+
+async def test_keys_are_scoped_per_caller(clean: FastAPI, client: httpx.AsyncClient) -> None:
+    store: KeyStore = clean.state.api_keys
+    other_key, _ = await store.create("other", ("templates:write", "templates:read"))
+    headers = {"Idempotency-Key": "shared-name"}
+    mine = await client.post("/templates", json={"name": "x"}, headers=headers)
+    transport = httpx.ASGITransport(app=clean)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://t", headers={"X-API-KEY": other_key}
+    ) as other:
+        theirs = await other.post("/templates", json={"name": "x"}, headers=headers)
+    assert theirs.status_code == 201
+    assert "idempotent-replayed" not in theirs.headers
+    assert theirs.json()["templateid"] != mine.json()["templateid"]
+    assert await _count(client) == 2
+
+
+async def test_invalid_keys_are_422(client: httpx.AsyncClient) -> None:
+    for value in ("", "has space", "x" * 256, "é"):
+        response = await client.post(
+            "/templates", json={}, headers={"Idempotency-Key": value.encode("utf-8")}
+        )
+        assert response.status_code == 422, value
+        assert response.json()["type"].endswith("/invalid-idempotency-key")
+    quoted = await client.post("/templates", json={}, headers={"Idempotency-Key": '"quoted"'})
+    assert quoted.status_code == 201
+    assert await _count(client) == 1
+
+
+def test_applies_to_the_creating_posts_of_every_domain() -> None:
+    patterns = [re.compile(p) for p in IDEMPOTENT_POSTS]
+
+    def applies(path: str) -> bool:
+        return any(p.fullmatch(path) for p in patterns)
+
+    for path in ("/templates", "/hr/jobs/batch", "/users", "/users/7/certificates"):
+        assert applies(path), path
+    for path in ("/auth/token", "/hr/jobs/csv", "/templates/x", "/users/7"):
+        assert not applies(path), path
+
+
+# --- the middleware on a controllable application ------------------------------------------
+
+
+class _Controlled:
+    """An ASGI app whose answers a test scripts: status codes, and when to answer."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.statuses: list[int] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.entered = asyncio.Event()
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.calls += 1
+        message = await receive()
+        self.bodies.append(message.get("body", b""))
+        self.entered.set()
+        await self.release.wait()
+        status = self.statuses.pop(0) if self.statuses else 201
+        if status == 599:
+            raise RuntimeError("handler crashed")
+        body = f'{{"call": {self.calls}}}'.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"x-custom", b"1")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+@asynccontextmanager
+async def _wrapped(clean: FastAPI, inner: _Controlled) -> AsyncIterator[httpx.AsyncClient]:
+    middleware = IdempotencyMiddleware(
+        inner, state=clean.state, settings=clean.state.settings, paths=[r"/things"]
+    )
+    transport = httpx.ASGITransport(app=middleware, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        yield c
+
+
+async def test_same_key_while_the_first_runs_is_409(clean: FastAPI) -> None:
+    inner = _Controlled()
+    inner.release.clear()
+    headers = {"Idempotency-Key": "slow"}
+    async with _wrapped(clean, inner) as c:
+        first = asyncio.create_task(c.post("/things", json={"a": 1}, headers=headers))
+        await inner.entered.wait()
+        busy = await c.post("/things", json={"a": 1}, headers=headers)
+        assert busy.status_code == 409
+        assert busy.headers["content-type"] == PROBLEM
+        assert busy.json()["type"].endswith("/idempotency-key-in-flight")
+        assert busy.headers["retry-after"] == "1"
+        inner.release.set()
+        assert (await first).status_code == 201
+        replay = await c.post("/things", json={"a": 1}, headers=headers)
+    assert replay.status_code == 201
+    assert replay.json() == {"call": 1}
+    assert replay.headers["x-custom"] == "1"
+    assert inner.calls == 1
+    assert inner.bodies == [b'{"a":1}']  # the application got the body the middleware read
+
+
+async def test_server_errors_and_crashes_release_the_key(clean: FastAPI) -> None:
+    inner = _Controlled()
+    inner.statuses = [503, 599, 201]
+    headers = {"Idempotency-Key": "retry-me"}
+    async with _wrapped(clean, inner) as c:
+        assert (await c.post("/things", json={}, headers=headers)).status_code == 503
+        assert (await c.post("/things", json={}, headers=headers)).status_code == 500
+        ok = await c.post("/things", json={}, headers=headers)
+        assert ok.status_code == 201
+        assert ok.json() == {"call": 3}
+        replay = await c.post("/things", json={}, headers=headers)
+    assert replay.json() == {"call": 3}
+    assert inner.calls == 3
+
+
+async def test_client_errors_are_remembered(clean: FastAPI) -> None:
+    inner = _Controlled()
+    inner.statuses = [409, 201]
+    headers = {"Idempotency-Key": "conflicted"}
+    async with _wrapped(clean, inner) as c:
+        assert (await c.post("/things", json={}, headers=headers)).status_code == 409
+        assert (await c.post("/things", json={}, headers=headers)).status_code == 409
+    assert inner.calls == 1
+
+
+async def test_keys_expire_after_the_ttl(clean: FastAPI, settings: Settings) -> None:
+    inner = _Controlled()
+    headers = {"Idempotency-Key": "expiring"}
+    async with _wrapped(clean, inner) as c:
+        assert (await c.post("/things", json={}, headers=headers)).json() == {"call": 1}
+        redis: Any = clean.state.redis
+        ttl_ms = settings.idempotency_ttl_seconds * 1000
+        if redis is not None:
+            names = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}idem:*")]
+            assert len(names) == 1
+            assert ttl_ms - 5000 < await redis.pttl(names[0]) <= ttl_ms
+            await redis.pexpireat(names[0], 1)  # in the past: what 24 h later looks like
+        else:
+            async with clean.state.engine.begin() as connection:
+                expires_ms = (
+                    await connection.execute(text("SELECT expires_ms FROM idempotency_keys"))
+                ).scalar_one()
+                assert ttl_ms - 5000 < expires_ms - time.time() * 1000 <= ttl_ms
+                await connection.execute(text("UPDATE idempotency_keys SET expires_ms = 0"))
+        assert (await c.post("/things", json={}, headers=headers)).json() == {"call": 2}
+    assert inner.calls == 2
+
+
+@pytest.mark.slow
+async def test_idempotency_store_down_is_503_not_a_duplicate(
+    clean: FastAPI, settings: Settings
+) -> None:
+    class Broken:
+        async def claim(self, scope: str, key: str, stored: Stored) -> Stored | None:
+            raise ConnectionError("redis is gone")
+
+    inner = _Controlled()
+    original = clean.state.idempotency
+    clean.state.idempotency = Broken()
+    try:
+        async with _wrapped(clean, inner) as c:
+            response = await c.post("/things", json={}, headers={"Idempotency-Key": "k"})
+            assert response.status_code == 503
+            assert response.headers["content-type"] == PROBLEM
+            # Without the header the request is not idempotent and simply runs.
+            assert (await c.post("/things", json={})).status_code == 201
+    finally:
+        clean.state.idempotency = original
+    assert inner.calls == 1
