@@ -8,6 +8,7 @@ import os
 import click
 
 from atrium.certificates.cli import certificates
+from atrium.hr.cli import hr
 from atrium.market.cli import market
 from atrium.platform.apikeys_cli import apikeys, bootstrap_admin_key, print_bootstrap_key
 from atrium.platform.db import create_engine
@@ -78,6 +79,7 @@ def migrate() -> None:
     click.echo("database is at the latest revision", err=True)
 
 
+main.add_command(hr)
 main.add_command(market)
 main.add_command(certificates)
 main.add_command(apikeys)

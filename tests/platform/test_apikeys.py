@@ -148,7 +148,9 @@ def probe_routes() -> Iterator[None]:
     ]
     before = {id(r): list(r.routes) for r, _, _ in added}
     for router, path, methods in added:
-        router.add_api_route(path, probe, methods=methods)
+        router.add_api_route(path.removeprefix(router.prefix), probe, methods=methods)
+        # First in line, so the domain's own ``/hr/{table}`` does not match the probe's path.
+        router.routes.insert(0, router.routes.pop())
     try:
         yield
     finally:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -16,8 +19,38 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "departments",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("department", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_departments")),
+    )
+    op.create_table(
+        "jobs",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("job", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
+    )
+    op.create_table(
+        "hired_employees",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("datetime", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("department_id", sa.Integer(), nullable=False),
+        sa.Column("job_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["department_id"],
+            ["departments.id"],
+            name=op.f("fk_hired_employees_department_id_departments"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name=op.f("fk_hired_employees_job_id_jobs")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_hired_employees")),
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table("hired_employees")
+    op.drop_table("jobs")
+    op.drop_table("departments")
