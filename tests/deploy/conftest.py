@@ -5,15 +5,20 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from scripts.cluster import Cluster, find_nginx
 
 from atrium.settings import Settings
-from tests.support import settings_env
+from tests.support import free_port, settings_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,3 +46,32 @@ def cluster(clean: FastAPI, settings: Settings, tmp_path: Path) -> Iterator[Clus
         yield cluster
     finally:
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 API on loopback: moto in server mode, in its own process."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
