@@ -13,7 +13,7 @@ from atrium.market.cli import market
 from atrium.platform.apikeys_cli import apikeys, bootstrap_admin_key, print_bootstrap_key
 from atrium.platform.db import create_engine
 from atrium.platform.migrate import upgrade
-from atrium.platform.multiprocess import DeadWorkerReaper, prepare_multiprocess_dir
+from atrium.platform.multiprocess import prepare_multiprocess_dir
 from atrium.settings import get_settings
 
 
@@ -27,18 +27,21 @@ def main() -> None:
 @click.option("--host", default=None, help="Bind address [ATRIUM_HOST, default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [ATRIUM_PORT, default 8000].")
 @click.option("--workers", type=int, default=None, help="Worker processes [ATRIUM_WORKERS].")
-def serve(host: str | None, port: int | None, workers: int | None) -> None:
-    """Serve the API (the embedded default migrates its SQLite database first)."""
-    import uvicorn
+@click.option(
+    "--app",
+    default="atrium.app:create_app",
+    show_default=True,
+    help="ASGI app factory to serve (module:callable), e.g. one that wraps create_app.",
+)
+def serve(host: str | None, port: int | None, workers: int | None, app: str) -> None:
+    """Serve the API: gunicorn + uvicorn workers, graceful drain on SIGTERM."""
+    from atrium.platform.server import serve as run_server
 
     settings = get_settings()
-    if workers:
-        # The workers build their own settings: tell them how many they are (the cache
-        # must not be per-process when there are several).
-        os.environ["ATRIUM_WORKERS"] = str(workers)
     if settings.should_auto_migrate:
         # Migrate once here, before workers start, so N workers never race on it.
         asyncio.run(_migrate())
+        os.environ["ATRIUM_AUTO_MIGRATE"] = "false"
     # The embedded default's first start creates an admin key and shows it once.
     first_key = asyncio.run(bootstrap_admin_key(settings))
     if first_key is not None:
@@ -48,25 +51,17 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     # siblings they have (the in-process cache turns itself off with more than one).
     os.environ["ATRIUM_WORKERS"] = str(workers)
     # Workers inherit PROMETHEUS_MULTIPROC_DIR, so it must exist (and be empty) before them.
-    metrics_dir = prepare_multiprocess_dir(workers)
-    reaper = DeadWorkerReaper(metrics_dir) if metrics_dir and workers > 1 else None
-    if reaper is not None:
-        reaper.start()
-    try:
-        uvicorn.run(
-            "atrium.app:create_app",
-            factory=True,
-            host=host or settings.host,
-            port=port or settings.port,
-            workers=workers,
-            log_config=None,
-            proxy_headers=False,
-            server_header=False,
-            timeout_graceful_shutdown=30,
-        )
-    finally:
-        if reaper is not None:
-            reaper.stop()
+    # The gunicorn master releases a dead worker's live gauges as it reaps it (child_exit).
+    prepare_multiprocess_dir(workers)
+    # Workers are forked from this process: drop the settings read before the changes above.
+    get_settings.cache_clear()
+    run_server(
+        settings,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        app=app,
+    )
 
 
 async def _migrate() -> None:

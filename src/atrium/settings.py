@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     replica_name: str = Field(default_factory=socket.gethostname)
+    # --- serving (deploy) ---
+    graceful_timeout: int = Field(default=30, ge=1, le=3600)
+    keepalive_timeout: int = Field(default=20, ge=1, le=3600)
+    worker_timeout: int = Field(default=60, ge=2, le=3600)
+    max_requests: int = Field(default=0, ge=0)
+    backlog: int = Field(default=2048, ge=16, le=65535)
     trusted_proxies: CommaList = Field(default_factory=list)
 
     # --- storage -------------------------------------------------------------------------

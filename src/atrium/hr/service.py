@@ -12,6 +12,7 @@ from atrium.hr import ingest
 from atrium.hr.errors import BackupStoreUnavailable, UnknownTable
 from atrium.hr.rows import TABLE_NAMES, TABLES, TableSpec
 from atrium.hr.summary import IngestResult
+from atrium.platform.s3 import store_for_url
 from atrium.platform.storage import BlobStore, LocalBlobStore
 from atrium.settings import Settings
 
@@ -25,12 +26,13 @@ def table_spec(name: str) -> TableSpec:
 
 
 def backup_store(settings: Settings) -> BlobStore:
-    """Where backups live: the local folder ``ATRIUM_BACKUP_DIR`` (object stores: later)."""
+    """Where backups live: the object store of ``ATRIUM_BACKUP_URL`` (``s3://bucket/prefix``)
+    when set, else the local folder ``ATRIUM_BACKUP_DIR``."""
     if settings.backup_url:
-        raise BackupStoreUnavailable(
-            "ATRIUM_BACKUP_URL is set, but this build stores backups only in a local folder "
-            "(ATRIUM_BACKUP_DIR)"
-        )
+        try:
+            return store_for_url(settings.backup_url)
+        except ValueError as exc:
+            raise BackupStoreUnavailable(f"ATRIUM_BACKUP_URL: {exc}") from exc
     return LocalBlobStore(settings.resolved_backup_dir)
 
 
