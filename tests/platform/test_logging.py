@@ -41,25 +41,6 @@ class Login(BaseModel):
 
 
 @pytest.fixture
-def lines() -> Iterator[list[dict[str, Any]]]:
-    """Every record as its JSON line (the formatter the app installs), parsed."""
-    records: list[dict[str, Any]] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(json.loads(self.format(record)))
-
-    root = logging.getLogger()
-    handler = Collect()
-    handler.setFormatter(next(h for h in root.handlers if getattr(h, "_atrium", False)).formatter)
-    root.addHandler(handler)
-    try:
-        yield records
-    finally:
-        root.removeHandler(handler)
-
-
-@pytest.fixture
 def restore_logging(settings: Settings) -> Iterator[None]:
     """Rebind the stdout handler once ``capsys`` has put the real stdout back."""
     yield
@@ -99,7 +80,7 @@ async def careless_app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 
 async def test_every_line_of_a_request_carries_its_context(
-    careless_app: FastAPI, lines: list[dict[str, Any]]
+    careless_app: FastAPI, log_lines: list[dict[str, Any]]
 ) -> None:
     transport = httpx.ASGITransport(app=careless_app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -109,7 +90,7 @@ async def test_every_line_of_a_request_carries_its_context(
             headers={"X-Request-ID": "req-ctx-1"},
         )
     assert response.status_code == 500
-    mine = [line for line in lines if line.get("request_id") == "req-ctx-1"]
+    mine = [line for line in log_lines if line.get("request_id") == "req-ctx-1"]
     by_logger = {line["logger"] for line in mine}
     assert {"atrium.test.careless", "atrium.errors", "atrium.access"} <= by_logger
     # Once routed, every line names the route template.
@@ -122,8 +103,8 @@ async def test_every_line_of_a_request_carries_its_context(
     assert access["ts"].endswith("Z")
     # Lines outside a request have no request context.
     logging.getLogger("atrium.test").warning("outside")
-    assert "request_id" not in lines[-1]
-    assert "route" not in lines[-1]
+    assert "request_id" not in log_lines[-1]
+    assert "route" not in log_lines[-1]
 
 
 async def test_secrets_in_requests_never_reach_the_log(

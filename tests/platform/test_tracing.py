@@ -4,10 +4,9 @@ id in the request's log lines, secrets masked in span URLs, and OTLP export by `
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -38,25 +37,6 @@ async def traced(settings: Settings) -> AsyncIterator[tuple[FastAPI, InMemorySpa
     app = create_app(settings, tracer_provider=provider)
     async with app.router.lifespan_context(app):
         yield app, exporter
-
-
-@pytest.fixture
-def log_lines() -> Iterator[list[dict[str, Any]]]:
-    """Every record as the app's JSON formatter renders it, parsed."""
-    records: list[dict[str, Any]] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(json.loads(self.format(record)))
-
-    root = logging.getLogger()
-    handler = Collect()
-    handler.setFormatter(next(h for h in root.handlers if getattr(h, "_atrium", False)).formatter)
-    root.addHandler(handler)
-    try:
-        yield records
-    finally:
-        root.removeHandler(handler)
 
 
 def descends_from(
