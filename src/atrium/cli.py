@@ -10,7 +10,7 @@ import click
 from atrium.certificates.cli import certificates
 from atrium.hr.cli import hr
 from atrium.market.cli import market
-from atrium.platform.apikeys_cli import apikeys, bootstrap_admin_key, print_bootstrap_key
+from atrium.platform.apikeys.cli import apikeys, bootstrap_admin_key, print_bootstrap_key
 from atrium.platform.db import create_engine
 from atrium.platform.migrate import upgrade
 from atrium.platform.multiprocess import prepare_multiprocess_dir
