@@ -56,7 +56,16 @@ from atrium.platform.ratelimit import (
 from atrium.settings import Settings
 
 EXEMPT_PATHS = frozenset(
-    {"/livez", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    {
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        "/charts",
+    }
 )
 EXEMPT_PREFIXES = ("/static/",)
 # Registration and login: open to anyone, so limited per client address (by path, so that
