@@ -11,7 +11,7 @@ from atrium.certificates.cli import certificates
 from atrium.demo.cli import demo
 from atrium.hr.cli import hr
 from atrium.market.cli import market
-from atrium.platform.apikeys_cli import apikeys, bootstrap_admin_key, print_bootstrap_key
+from atrium.platform.apikeys.cli import apikeys, bootstrap_admin_key, print_bootstrap_key
 from atrium.platform.db import create_engine
 from atrium.platform.keyfile import save_admin_key
 from atrium.platform.migrate import upgrade
