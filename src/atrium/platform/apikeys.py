@@ -36,7 +36,7 @@ from typing import Annotated, Any, Protocol, cast
 import orjson
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
-from sqlalchemy import DateTime, Integer, String, Table, Text, func, select, update
+from sqlalchemy import Integer, String, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -53,6 +53,7 @@ from atrium.platform.ratelimit import (
     RedisHealth,
     RedisLimiter,
 )
+from atrium.platform.sqltypes import LongText, UtcDateTime, server_precise_now
 from atrium.settings import Settings
 
 log = logging.getLogger("atrium.apikeys")
@@ -201,11 +202,11 @@ class ApiKeyRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    owner: Mapped[str] = mapped_column(Text)
-    scopes: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(LongText)
+    scopes: Mapped[str] = mapped_column(LongText)
     rate_limit: Mapped[int | None] = mapped_column(Integer)
-    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    revoked: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created: Mapped[datetime] = mapped_column(UtcDateTime, server_default=server_precise_now())
+    revoked: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     def record(self) -> ApiKey:
         """As the storage-independent record."""
