@@ -48,9 +48,7 @@ async def _user(client: httpx.AsyncClient, name: str = "Ada") -> tuple[int, dict
     ],
     ids=["nul-name", "nul-content", "long-description", "long-name"],
 )
-async def test_bad_template_fields_are_422(
-    client: httpx.AsyncClient, body: dict[str, str]
-) -> None:
+async def test_bad_template_fields_are_422(client: httpx.AsyncClient, body: dict[str, str]) -> None:
     first = assert_problem(await client.post("/templates", json=body))
     created = await client.post("/templates", json={"name": "ok"})
     assert created.status_code == 201, created.text
@@ -94,7 +92,9 @@ async def test_template_list_total_and_order_agree(client: httpx.AsyncClient) ->
     ],
     ids=["nul-name", "long-name", "long-email"],
 )
-async def test_bad_user_fields_are_422(anon_client: httpx.AsyncClient, body: dict[str, str]) -> None:
+async def test_bad_user_fields_are_422(
+    anon_client: httpx.AsyncClient, body: dict[str, str]
+) -> None:
     assert_problem(await anon_client.post("/users", json=body))
 
 

@@ -23,7 +23,7 @@ resource "aws_elasticache_subnet_group" "redis" {
 }
 
 # One primary + one replica in another zone, automatic failover. Atrium's keys, limits, cache
-# and idempotency records fit one shard; README "Scaling beyond one machine" covers Redis Cluster.
+# and idempotency records fit one shard; docs/deployment.md "Scaling beyond one machine" covers Redis Cluster.
 resource "aws_elasticache_replication_group" "redis" {
   replication_group_id = "${local.name}-redis"
   description          = "Atrium keys, rate limits, cache and idempotency records"

@@ -19,6 +19,7 @@ from atrium.hr.routes import router as hr_router
 from atrium.market.routes import router as market_router
 from atrium.platform.apikeys import require_scopes
 from atrium.platform.cache import build_cache
+from atrium.platform.charts_page import install_charts
 from atrium.platform.db import create_engine, create_sessionmaker
 from atrium.platform.db_metrics import run_db_monitor
 from atrium.platform.docs import install_docs
@@ -151,6 +152,7 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     install_docs(app)
+    install_charts(app)
 
     app.include_router(health_router)
     if settings.metrics_enabled:

@@ -8,10 +8,12 @@ import os
 import click
 
 from atrium.certificates.cli import certificates
+from atrium.demo.cli import demo
 from atrium.hr.cli import hr
 from atrium.market.cli import market
-from atrium.platform.apikeys_cli import apikeys, bootstrap_admin_key, print_bootstrap_key
+from atrium.platform.apikeys.cli import apikeys, bootstrap_admin_key, print_bootstrap_key
 from atrium.platform.db import create_engine
+from atrium.platform.keyfile import save_admin_key
 from atrium.platform.migrate import upgrade
 from atrium.platform.multiprocess import prepare_multiprocess_dir
 from atrium.settings import get_settings
@@ -45,7 +47,7 @@ def serve(host: str | None, port: int | None, workers: int | None, app: str) -> 
     # The embedded default's first start creates an admin key and shows it once.
     first_key = asyncio.run(bootstrap_admin_key(settings))
     if first_key is not None:
-        print_bootstrap_key(first_key)
+        print_bootstrap_key(first_key, save_admin_key(settings, first_key))
     workers = workers or settings.workers
     # Worker processes read their settings from the environment; they must know how many
     # siblings they have (the in-process cache turns itself off with more than one).
@@ -83,6 +85,7 @@ main.add_command(hr)
 main.add_command(market)
 main.add_command(certificates)
 main.add_command(apikeys)
+main.add_command(demo)
 
 
 if __name__ == "__main__":  # pragma: no cover

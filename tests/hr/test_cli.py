@@ -44,7 +44,7 @@ async def test_load_backup_restore(
     assert f"hired_employees: 300 received, {valid} inserted, {300 - valid} rejected" in (
         loaded.stdout
     )
-    assert "  line " in loaded.stdout  # the first rejects, with their reasons
+    assert "  record " in loaded.stdout  # the first rejects, with their reasons
     before = await rows_of(client, "hired_employees")
     assert len(before) == valid
 
@@ -74,7 +74,7 @@ async def test_load_one_file(client: httpx.AsyncClient, settings: Settings, tmp_
     loaded = await run_cli(settings, "hr", "load", str(odd), "--table", "departments")
     assert loaded.exit_code == 0, loaded.output
     assert "departments: 2 received, 1 inserted, 1 rejected" in loaded.stdout
-    assert "line 2: department is empty" in loaded.stdout
+    assert "record 2: department is empty" in loaded.stdout
     assert await rows_of(client, "departments") == [{"id": 1, "department": "Accounting"}]
 
 

@@ -55,6 +55,14 @@ CASES: list[tuple[str, list[str] | None]] = [
     (f"27,ab,{T},1,99999999999", ["job_id is out of range (-2147483648..2147483647)"]),
     ("28,, ,,", ["name is empty", "datetime is empty", "department_id is empty",
                  "job_id is empty"]),
+    # RFC 4180: a quoted field may hold line breaks; a record is one index, however many lines
+    (f'29,"Multi\nLine",{T},1,1', None),
+    (f'30,"CR\r\nLF, ""q""\n",{T},1,1', None),
+    (f'31,"two\nlines",{T},99,1', ["department_id 99 does not exist"]),
+    (f'32,"\n",{T},1,1', ["name is empty"]),
+    ('33,"x"', ["expected 5 fields, got 2"]),  # the quote closed before the line break
+    (f"y,{T},1,1", ["expected 5 fields, got 4"]),
+    (f'34,"Ann\n\n",{T},1,2', None),
 ]  # fmt: skip
 
 
@@ -99,6 +107,9 @@ async def test_every_rule_on_one_file(seeded: httpx.AsyncClient) -> None:
     assert stored[22]["name"] == " Spaced "
     assert stored[23]["name"] == "Ctrl\x01x"
     assert stored[25]["name"] == "cr\rin"
+    assert stored[29]["name"] == "Multi\nLine"
+    assert stored[30]["name"] == 'CR\r\nLF, "q"\n'
+    assert stored[34]["name"] == "Ann\n\n"
 
 
 async def test_bom_and_crlf_load(client: httpx.AsyncClient) -> None:
@@ -234,6 +245,8 @@ async def test_a_file_spanning_many_blocks(seeded: httpx.AsyncClient) -> None:
         for i in range(1, 40001)
     ]
     lines[12345] = "12346,,2021-03-04T05:06:07Z,1,1"
+    for i in range(7, 40000, 997):  # multi-line records, some across block boundaries
+        lines[i] = f'{i + 1},"Name\r\n{i + 1}",2021-03-04T05:06:07Z,1,1'
     data = ("\r\n".join(lines) + "\r\n").encode()
 
     async def chunks() -> Any:
@@ -253,3 +266,39 @@ async def test_a_file_spanning_many_blocks(seeded: httpx.AsyncClient) -> None:
     page = (await seeded.get("/hr/hired_employees", params={"offset": 39990})).json()
     assert page["total"] == 39999
     assert page["items"][-1]["name"] == f"Name 40000 {'x' * 30}"
+    page = (await seeded.get("/hr/hired_employees", params={"offset": 7, "limit": 1})).json()
+    assert page["items"][0]["name"] == "Name\r\n8"
+
+
+async def test_a_quote_left_open_makes_one_rejected_record_of_the_rest(
+    seeded: httpx.AsyncClient,
+) -> None:
+    data = f'1,Ann,{T},1,1\n2,"open,{T},1,1\n3,Bo,{T},1,1\n\n4,Cy,{T},1,1\n'.encode()
+    summary = await upload(seeded, "hired_employees", data)
+    assert summary == {
+        "received": 2,
+        "inserted": 1,
+        "rejected": [{"index": 1, "errors": ["malformed CSV quoting"]}],
+        "rejected_count": 1,
+    }
+
+
+async def test_received_and_indexes_count_records_not_lines(
+    seeded: httpx.AsyncClient,
+) -> None:
+    # The spreadsheet shape: CRLF between records, LF inside a quoted cell.
+    records = [
+        f'{i},"Line one\nline two",{T},1,1' if i % 2 else f"{i},Plain,{T},1,1" for i in range(1, 7)
+    ]
+    records[4] = '5,"bad\ndate",2021-13-01T00:00:00Z,1,1'
+    summary = await upload(seeded, "hired_employees", "\r\n".join(records).encode() + b"\r\n")
+    assert summary == {
+        "received": 6,
+        "inserted": 5,
+        "rejected": [{"index": 4, "errors": [NOT_ISO]}],
+        "rejected_count": 1,
+    }
+    stored = await rows_of(seeded, "hired_employees")
+    assert [row["name"] for row in stored] == [
+        "Line one\nline two", "Plain", "Line one\nline two", "Plain", "Plain"
+    ]  # fmt: skip

@@ -95,7 +95,7 @@ def _summary(result: IngestResult) -> None:
         f"{result.rejected_count} rejected"
     )
     for rejected in result.rejected[:SHOWN_REJECTS]:
-        click.echo(f"  line {rejected.index + 1}: {'; '.join(rejected.errors)}")
+        click.echo(f"  record {rejected.index + 1}: {'; '.join(rejected.errors)}")
     if result.rejected_count > SHOWN_REJECTS:
         click.echo(f"  … and {result.rejected_count - SHOWN_REJECTS} more (see the log)")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any, Literal
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.hr import pgcsv
 from atrium.hr import rows as r
-from atrium.hr.csvstream import decode_lines, line_blocks
+from atrium.hr.csvstream import LINES, NOT_TEXT, record_blocks
 from atrium.hr.errors import ConcurrentWrite, ReferenceGone
 from atrium.hr.models import Department, HiredEmployee, Job
 from atrium.hr.rows import Row, TableSpec
@@ -38,6 +39,7 @@ MODELS: dict[str, Any] = {
     "hired_employees": HiredEmployee,
 }
 SQLITE_CHUNK = 5000
+_PLAIN_LINES = re.compile(rb'(?:[^"\n]*\n)+')  # runs of lines without a quote: split on commas
 
 
 def _int(value: r.Value) -> int:
@@ -472,25 +474,35 @@ async def _ingest_csv_sqlite(
             result.inserted += len(storable)
         chunk.clear()
 
+    def take(fields: list[str] | None) -> Row | None:
+        result.received += 1
+        if fields is None:
+            reject(Rejected(index, [r.BAD_QUOTING]))
+            return None
+        row, errors = r.check_fields(spec, fields)
+        if row is None:
+            reject(Rejected(index, errors))
+        return row
+
     try:
-        async for block in line_blocks(source):
-            for line in decode_lines(block):
-                index += 1
-                if line == "":
-                    continue  # blank lines are not records
-                result.received += 1
-                if line is None:
-                    reject(Rejected(index, [r.BAD_TEXT]))
-                    continue
-                fields = r.split_line(line)
-                if fields is None:
-                    reject(Rejected(index, [r.BAD_QUOTING]))
-                    continue
-                row, errors = r.check_fields(spec, fields)
-                if row is None:
-                    reject(Rejected(index, errors))
-                    continue
-                chunk.append((index, row))
+        async for pieces in record_blocks(source, _PLAIN_LINES):
+            for kind, data in pieces:
+                if kind == LINES:
+                    lines = data.decode("utf-8").replace("\r\n", "\n").split("\n")
+                    lines.pop()  # runs end with a line break
+                    for line in lines:
+                        index += 1
+                        if line and (row := take(line.split(","))) is not None:
+                            chunk.append((index, row))
+                else:
+                    index += 1
+                    if kind == NOT_TEXT:
+                        result.received += 1
+                        reject(Rejected(index, [r.BAD_TEXT]))
+                    elif data:  # blank lines are not records
+                        line = data.decode("utf-8")
+                        if (row := take(r.split_line(line))) is not None:
+                            chunk.append((index, row))
                 if len(chunk) >= SQLITE_CHUNK:
                     await flush()
         await flush()

@@ -35,7 +35,7 @@ leaves nothing behind, and a retry stores exactly the rows that are missing.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from functools import cache
 from typing import Any
 
@@ -43,7 +43,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from atrium.hr import rows as r
-from atrium.hr.csvstream import line_blocks, to_copy_csv
+from atrium.hr.csvstream import LINES, RECORD, Kind, record_blocks
 from atrium.hr.errors import ConcurrentWrite, ReferenceGone
 from atrium.hr.rows import TableSpec
 from atrium.hr.summary import IngestResult, Rejected
@@ -73,7 +73,7 @@ _FAST = {"int": _FAST_INT, "text": _FAST_TEXT, "datetime": _FAST_DATETIME}
 @cache
 def fast_lines(spec: TableSpec) -> re.Pattern[bytes]:
     """A regex matching a run of lines that are valid for ``spec`` apart from keys."""
-    line = b",".join(_FAST[column.kind] for column in spec.columns) + b"\n"
+    line = b",".join(_FAST[column.kind] for column in spec.columns) + b"\r?\n"
     return re.compile(b"(?:" + line + b")+")
 
 
@@ -234,11 +234,34 @@ def ingest_sql(spec: TableSpec, *, update: bool, find_duplicates: bool) -> str:
     )
 
 
-async def _copy_source(spec: TableSpec, blocks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    fast = fast_lines(spec)
+def copy_csv(pieces: Iterable[tuple[Kind, bytes]], columns: int) -> bytes:
+    """Records as ``COPY … (FORMAT csv)`` input for the typed staging table.
+
+    Runs of lines the fast regex matched (valid for the typed columns, so COPY cannot fail on
+    them) pass through with an empty last field appended (``raw`` = NULL). Every other record
+    becomes ``columns`` empty (NULL) fields plus the record, quoted, in ``raw`` for SQL to
+    examine (COPY keeps line breaks inside quotes); a record that is not UTF-8 text or holds a
+    NUL byte (PostgreSQL stores neither) becomes all NULLs.
+    """
+    empty = b"," * columns
+    out: list[bytes] = []
+    for kind, data in pieces:
+        if kind == LINES:
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n")
+            out.append(data.replace(b"\n", b",\n"))
+        elif kind == RECORD:
+            out.append(empty + b'"' + data.replace(b'"', b'""') + b'"\n')
+        else:
+            out.append(empty + b"\n")
+    return b"".join(out)
+
+
+async def _copy_source(spec: TableSpec, source: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     columns = len(spec.columns)
-    async for block in blocks:
-        yield to_copy_csv(block, fast, columns)
+    async for pieces in record_blocks(source, fast_lines(spec)):
+        if data := copy_csv(pieces, columns):
+            yield data
 
 
 async def ingest_csv(
@@ -262,7 +285,7 @@ async def ingest_csv(
     await raw.execute(stage_ddl(spec))
     await raw.copy_to_table(
         STAGE,
-        source=_copy_source(spec, line_blocks(source)),
+        source=_copy_source(spec, source),
         columns=[*(f"v{i}" for i in range(1, len(spec.columns) + 1)), "raw"],
         format="csv",
     )

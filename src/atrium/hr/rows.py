@@ -86,8 +86,9 @@ _DATETIME_RE = re.compile(DATETIME_PATTERN)
 # database prints, which lets PostgreSQL check a field with a cheap round trip.
 INT_PATTERN = r"0|-?[1-9][0-9]*"
 _INT_RE = re.compile(INT_PATTERN)
-# A CSV line with quotes: fields separated by commas, a quoted field may hold commas and ""
-# (a quote); a quote inside an unquoted field is literal. Matched against "," + line.
+# A CSV record with quotes: fields separated by commas, a quoted field may hold commas, ""
+# (a quote) and line breaks; a quote inside an unquoted field is literal. Matched against
+# "," + record.
 QUOTED_LINE_PATTERN = r'(?:,(?:"(?:[^"]|"")*"|[^,"][^,]*|))+'
 QUOTED_FIELD_PATTERN = r',("(?:[^"]|"")*"|[^,"][^,]*|)'
 _QUOTED_LINE_RE = re.compile(QUOTED_LINE_PATTERN)
@@ -162,8 +163,8 @@ def _instant(text: str) -> datetime | None:
 
 
 def split_line(line: str) -> list[str] | None:
-    """The fields of one CSV line (RFC 4180 quoting, no line breaks inside quotes); None if
-    the quoting is malformed."""
+    """The fields of one CSV record (RFC 4180 quoting: a quoted field may hold commas, ``""``
+    and line breaks); None if the quoting is malformed."""
     if '"' not in line:
         return line.split(",")
     framed = "," + line

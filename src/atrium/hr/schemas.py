@@ -24,8 +24,8 @@ EMPLOYEE_EXAMPLE: dict[str, Any] = {
 
 
 class RejectedRow(BaseModel):
-    """A row that was not stored: its 0-based index in the batch (or line number - 1 in a
-    CSV file) and every reason."""
+    """A row that was not stored: its 0-based index in the batch (or record number - 1 in a
+    CSV file, where a quoted field may span lines) and every reason."""
 
     index: int = Field(ge=0)
     errors: list[str]

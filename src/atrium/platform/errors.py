@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match, Mount
+from starlette.types import Scope, Send
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://atrium.dev/problems/"
@@ -186,6 +187,37 @@ def problem_response(
         media_type=PROBLEM_MEDIA_TYPE,
         headers=dict(headers or {}),
     )
+
+
+async def send_problem(
+    scope: Scope,
+    send: Send,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    headers: Mapping[str, str] | Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer with a problem document from inside a pure ASGI middleware."""
+    body = orjson.dumps(
+        {
+            "type": problem_type(slug),
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": scope.get("path", ""),
+        }
+    )
+    raw: list[tuple[bytes, bytes]] = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if isinstance(headers, Mapping):
+        raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    else:
+        raw += list(headers)
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
