@@ -135,9 +135,11 @@ def _random_uuid(element: random_uuid, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(random_uuid, "mysql")
 @compiles(random_uuid, "mariadb")
 def _random_uuid_mysql(element: random_uuid, compiler: SQLCompiler, **kw: Any) -> str:
-    # MariaDB (10.7+) stores Uuid natively and takes UUID()'s text; MySQL stores it as the
-    # 32 hex digits of CHAR(32).
-    return "uuid()" if getattr(compiler.dialect, "is_mariadb", False) else "replace(uuid(),'-','')"
+    # MariaDB 10.7+ stores Uuid natively and takes UUID()'s text; elsewhere it is the 32 hex
+    # digits of CHAR(32).
+    if getattr(compiler.dialect, "supports_native_uuid", False):
+        return "uuid()"
+    return "replace(uuid(),'-','')"
 
 
 class empty_text(FunctionElement[str]):  # noqa: N801
