@@ -33,7 +33,7 @@ from atrium.platform.logging import configure_logging, register_route_templates
 from atrium.platform.metrics import BUILD_INFO
 from atrium.platform.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from atrium.platform.migrate import upgrade
-from atrium.platform.multiprocess import mark_this_process_dead
+from atrium.platform.multiprocess import check_value_class, mark_this_process_dead
 from atrium.platform.openapi import install_openapi
 from atrium.platform.redaction import settings_secrets
 from atrium.platform.tracing import fastapi_telemetry, setup_tracing
@@ -72,6 +72,8 @@ def create_app(
 ) -> FastAPI:
     """Build a fully wired application; tests pass their own settings (and tracer provider)."""
     settings = settings or get_settings()
+    if settings.metrics_enabled:
+        check_value_class()
     configure_logging(
         settings.log_level, json=settings.log_json, secrets=settings_secrets(settings)
     )

@@ -4,6 +4,9 @@ Every path validates every row, stores the valid ones and reports the others wit
 all inside the caller's transaction (the request's session, or the CLI's): nothing is ever
 stored partially. Keys are checked set-based — one query for the ids that already exist, one
 for the referenced ids — never with a query per row.
+
+PostgreSQL inserts always run in id order (``ORDER BY id``): two batches sharing ids then
+lock them in the same order and wait for each other instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -172,7 +175,9 @@ def _arrays(spec: TableSpec, rows: Sequence[Row]) -> dict[str, list[Any]]:
 
 async def _insert_plain(session: AsyncSession, spec: TableSpec, rows: Sequence[Row]) -> None:
     """One INSERT of all ``rows`` from bound arrays (PostgreSQL); raises on any key."""
-    statement = text(f"INSERT INTO {spec.name} ({', '.join(spec.column_names)}) {_unnest(spec)}")
+    statement = text(
+        f"INSERT INTO {spec.name} ({', '.join(spec.column_names)}) {_unnest(spec)} ORDER BY id"
+    )
     await session.execute(statement, _arrays(spec, rows))
 
 
@@ -206,7 +211,7 @@ async def _insert_returning(
         where = f" WHERE {' AND '.join(refs)}" if refs else ""
         statement = text(
             f"INSERT INTO {spec.name} ({', '.join(names)}) {_unnest(spec)}{where} "
-            f"ON CONFLICT (id) {conflict} RETURNING id"
+            f"ORDER BY id ON CONFLICT (id) {conflict} RETURNING id"
         )
         result = await session.execute(statement, _arrays(spec, rows))
         return set(result.scalars())
@@ -227,7 +232,7 @@ def _json_insert_sql(spec: TableSpec) -> str:
     record = ", ".join(f"{c.name} {_PG_ARRAY_TYPES[c.kind]}" for c in spec.columns)
     return (
         f"INSERT INTO {spec.name} ({', '.join(spec.column_names)}) "  # noqa: S608
-        f"SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS x({record})"
+        f"SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS x({record}) ORDER BY id"
     )
 
 
