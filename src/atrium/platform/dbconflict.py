@@ -45,7 +45,7 @@ def contention(exc: DBAPIError) -> Contention | None:
     sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
     if isinstance(sqlstate, str) and sqlstate in _BY_SQLSTATE:
         return _BY_SQLSTATE[sqlstate]
-    if type(original).__module__.startswith(("asyncmy", "pymysql", "aiomysql")):
+    if original is not None and type(original).__module__.startswith(("asyncmy", "pymysql")):
         errno = original.args[0] if original.args else None
         if isinstance(errno, int) and errno in _BY_MYSQL_ERRNO:
             return _BY_MYSQL_ERRNO[errno]
