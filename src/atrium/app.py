@@ -37,6 +37,7 @@ from atrium.platform.multiprocess import check_value_class, mark_this_process_de
 from atrium.platform.openapi import install_openapi
 from atrium.platform.redaction import settings_secrets
 from atrium.platform.tracing import fastapi_telemetry, setup_tracing
+from atrium.platform.warmup import freeze_heap, open_pool
 from atrium.settings import Settings, get_settings
 from atrium.templates.routes import CACHED_READS as TEMPLATES_CACHED_READS
 from atrium.templates.routes import router as templates_router
@@ -130,6 +131,9 @@ def create_app(
                 BUILD_INFO.labels(__version__).set(1)
                 monitor = asyncio.create_task(run_db_monitor(engine, settings))
                 stack.push_async_callback(_cancel, monitor)
+            # Last: the pool's connections and a frozen start-up heap for the first request.
+            await open_pool(engine, settings.db_pool_size)
+            freeze_heap()
             log.info(
                 "started",
                 extra={

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, SecretStr
 
 from atrium.app import create_app
-from atrium.platform.logging import configure_logging
+from atrium.platform.logging import configure_logging, flush_logs
 from atrium.platform.redaction import MASK, redact, register_secrets, settings_secrets
 from atrium.settings import Settings
 from tests.support import secret
@@ -121,6 +121,7 @@ async def test_secrets_in_requests_never_reach_the_log(
         )
         assert response.status_code == 500
         assert PASSWORD not in response.text
+    flush_logs()  # lines are written by a background thread
     output = capsys.readouterr().out
     assert "could not log in ada" in output  # the lines were written...
     assert output.count('"logger":"atrium.test.careless"') == 8
@@ -232,6 +233,7 @@ def test_log_level_comes_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_text_format_masks_too(restore_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("INFO", json=False)
     logging.getLogger("atrium.test").info("password=%s", "plain-text-secret")
+    flush_logs()
     output = capsys.readouterr().out
     assert "INFO atrium.test [None] password=***" in output
     assert "plain-text-secret" not in output
