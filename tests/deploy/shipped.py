@@ -260,9 +260,13 @@ def serving(launch: Launch, log: Path, timeout: float = 60) -> Iterator[Running]
         proc.send_signal(signal.SIGTERM)  # what Docker and Kubernetes send
         assert proc.wait(timeout=60) == 0, running.output()[-3000:]
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:  # a failed test: stop it gently, so its last logs are written
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def worker_pids(master: int) -> set[int]:

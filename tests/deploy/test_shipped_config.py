@@ -1,6 +1,6 @@
 """The shipped deploy files, run as they are: the Kubernetes base (ConfigMap, Secret, the
 migration Job, the Deployment's container) and the Compose file, with the image's environment
-underneath, on the test run's PostgreSQL and Redis.
+underneath, on the test run's server database (PostgreSQL, or MariaDB/MySQL) and Redis.
 
 Nothing of the test harness reaches these processes: no ``ATRIUM_ENV=test`` (secrets come from
 the environment as the manifests give them), no auto-migration (the Job's ``atrium migrate``
@@ -24,33 +24,45 @@ import pytest
 import yaml
 
 from atrium.certificates.crypto import new_key_entry
-from tests.conftest import PG_ADMIN_URL, REDIS_URL
+from atrium.settings import to_async_url
+from tests.conftest import REDIS_URL, SERVER_URL
 from tests.deploy import shipped
 from tests.support import free_port, secret
 
-KEYED = {"method": "GET", "route": "/hr/{table}", "status": "200"}
+KEYED = {"method": "GET", "route": "/templates", "status": "200"}
+SCOPES = "templates:read,templates:write"
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    """An empty PostgreSQL database of this test's own (the Job migrates it)."""
-    import asyncpg
+    """An empty database of this test's own on the run's server engine (the Job migrates it)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
 
-    assert PG_ADMIN_URL, "the PostgreSQL run sets ATRIUM_TEST_POSTGRES_URL"
+    assert SERVER_URL, "the server runs set ATRIUM_TEST_POSTGRES_URL or ATRIUM_TEST_MYSQL_URL"
     name = f"atrium_smoke_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(
+        to_async_url(SERVER_URL), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+    )
+    quoted = admin.dialect.identifier_preparer.quote(name)
+    # PostgreSQL refuses to drop a database someone is still connected to, unless forced;
+    # MariaDB's server default character set may not be utf8mb4.
+    force = " WITH (FORCE)" if admin.dialect.name == "postgresql" else ""
+    charset = " CHARACTER SET utf8mb4" if admin.dialect.name == "mysql" else ""
 
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
+    async def execute(statement: str) -> None:
+        async with admin.connect() as connection:
+            await connection.execute(text(statement))
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(execute(f"CREATE DATABASE {quoted}{charset}"))
+    base, _, rest = SERVER_URL.rpartition("/")
+    query = rest.partition("?")[2]
     try:
-        yield f"{PG_ADMIN_URL.rpartition('/')[0]}/{name}"
+        yield f"{base}/{name}" + (f"?{query}" if query else "")
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(execute(f"DROP DATABASE IF EXISTS {quoted}{force}"))
+        asyncio.run(admin.dispose())
 
 
 @pytest.fixture
@@ -100,20 +112,20 @@ def check_served(
         ready = httpx.get(f"{server.url}/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
         created = httpx.post(
-            f"{server.url}/hr/departments/batch",
-            json=[{"id": 1, "department": "Smoke"}],
+            f"{server.url}/templates",
+            json={"name": "smoke", "content": "Hello {{ name }}"},
             headers=headers,
             timeout=10,
         )
-        assert created.status_code == 200, created.text
+        assert created.status_code == 201, created.text
         assert created.headers["X-Atrium-Replica"] == replica
 
         sent, per_worker = shipped.load_every_worker(
-            server.url, server.proc.pid, "/hr/departments", KEYED, headers
+            server.url, server.proc.pid, "/templates", KEYED, headers
         )
         assert len(per_worker) == workers
-        listed = httpx.get(f"{server.url}/hr/departments", headers=headers, timeout=10).json()
-        assert [row["department"] for row in listed["items"]] == ["Smoke"]
+        listed = httpx.get(f"{server.url}/templates", headers=headers, timeout=10).json()
+        assert [row["name"] for row in listed["items"]] == ["smoke"]
         sent += 1
         # Whichever worker answers the scrape reports what every worker served.
         for _ in range(4):
@@ -145,7 +157,7 @@ def test_kubernetes_base_as_shipped(database: str, redis_url: str, tmp_path: Pat
 
     # The migration Job first, then an operator's key (kubectl exec … atrium apikeys create).
     shipped.run_once(pod("migrate-job.yaml", "atrium-migrate-x1"), tmp_path / "migrate.log")
-    create_key = ["apikeys", "create", "--owner", "smoke", "--scopes", "hr:read,hr:write"]
+    create_key = ["apikeys", "create", "--owner", "smoke", "--scopes", SCOPES]
     operator = pod("deployment.yaml", "atrium-7d9c5b-ops", create_key)
     key = secret(shipped.run_once(operator, tmp_path / "apikeys.log").strip())
 
@@ -154,7 +166,7 @@ def test_kubernetes_base_as_shipped(database: str, redis_url: str, tmp_path: Pat
     assert launch.argv == ["atrium", "serve"]
     assert "PROMETHEUS_MULTIPROC_DIR" not in launch.env
     records = check_served(launch, tmp_path / "server.log", key, replica, workers=2)
-    access = [r for r in records if r.get("route") == "/hr/{table}" and r.get("status") == 200]
+    access = [r for r in records if r.get("route") == "/templates" and r.get("status") == 200]
     assert access, "no access-log line for the keyed requests"
 
 
@@ -184,7 +196,7 @@ def test_compose_as_shipped(database: str, redis_url: str, tmp_path: Path) -> No
     shipped.run_once(migrate, tmp_path / "migrate.log")
     operator = shipped.on_this_machine(
         image,
-        ["apikeys", "create", "--owner", "smoke", "--scopes", "hr:read,hr:write"],
+        ["apikeys", "create", "--owner", "smoke", "--scopes", SCOPES],
         env,
         tmp=tmp,
         port=free_port(),
