@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import DateTime, Integer, String, Table, Text, func, select, update
+from sqlalchemy import Integer, String, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -36,6 +36,7 @@ from atrium.platform.apikeys.model import ApiKey, generate_key, hash_key, iso
 from atrium.platform.apikeys.snapshot import KeySnapshot, MissResolver
 from atrium.platform.apikeys.store import KeyStore
 from atrium.platform.db import Base
+from atrium.platform.sqltypes import LongText, UtcDateTime, server_precise_now
 
 log = logging.getLogger("atrium.apikeys")
 
@@ -50,11 +51,11 @@ class ApiKeyRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    owner: Mapped[str] = mapped_column(Text)
-    scopes: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(LongText)
+    scopes: Mapped[str] = mapped_column(LongText)
     rate_limit: Mapped[int | None] = mapped_column(Integer)
-    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    revoked: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created: Mapped[datetime] = mapped_column(UtcDateTime, server_default=server_precise_now())
+    revoked: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     def record(self) -> ApiKey:
         """As the storage-independent record."""
