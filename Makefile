@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve test test-postgres lint format bench docs docs-serve clean
+.PHONY: help install serve test test-postgres demo lint format bench docs docs-serve clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ install: $(STAMP) ## create .venv and install Atrium with its dev and docs tools
 
 serve: install ## install and serve on the embedded default (SQLite, in-process cache)
 	$(BIN)/atrium serve
+
+demo: install ## load sample data in every area into the running server (make serve first)
+	$(BIN)/atrium demo
 
 test: install ## install and run the whole test suite (PostgreSQL/Redis when ATRIUM_TEST_* are set)
 	$(BIN)/pytest

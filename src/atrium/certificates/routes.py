@@ -127,7 +127,7 @@ async def update_user(
     """Change name, email or password; a new password revokes every token issued before."""
     principal.ensure_owner_or_admin(user_id)
     user = await service.update_user(session, ctx, user_id, data)
-    return UserOut(id=user.id, name=user.name, email=user.email)
+    return UserOut(id=user["id"], name=user["name"], email=user["email"])
 
 
 @users.delete(

@@ -183,28 +183,35 @@ async def get_user(ctx: CertificatesContext, user_id: int) -> UserView:
 
 async def update_user(
     session: AsyncSession, ctx: CertificatesContext, user_id: int, data: UserUpdate
-) -> User:
-    """Change name, email or password; a new password revokes the user's tokens."""
-    user = await session.get(User, user_id, with_for_update=True)
-    if user is None:
-        raise NotFound(f"user {user_id} does not exist")
+) -> UserView:
+    """Change name, email or password; a new password revokes the user's tokens.
+
+    One UPDATE … RETURNING, no read before it: a user deleted by a concurrent request is
+    simply not matched (404), whatever the engine's locking, and a taken email is the unique
+    index's verdict (409), even when two requests claim the same address at once.
+    """
+    values: dict[str, Any] = {"updated_at": utcnow()}
     if data.name is not None:
-        user.name = data.name
-    if data.email is not None and data.email != user.email:
-        key = email_key(data.email)
-        taken = await session.scalar(
-            select(User.id).where(User.email_key == key, User.id != user_id)
-        )
-        if taken is not None:
-            raise EmailTaken("a user with this email already exists")
-        user.email, user.email_key = data.email, key
+        values["name"] = data.name
+    if data.email is not None:
+        values["email"], values["email_key"] = data.email, email_key(data.email)
     if data.password is not None:
-        user.password_hash = await hash_password(data.password.get_secret_value())
-        user.token_version += 1
-    user.updated_at = utcnow()
-    await _flush_unique(session)
+        values["password_hash"] = await hash_password(data.password.get_secret_value())
+        values["token_version"] = User.token_version + 1
+    statement = (
+        update(User)
+        .where(User.id == user_id)
+        .values(values)
+        .returning(User.id, User.name, User.email, User.token_version)
+    )
+    try:
+        row = (await session.execute(statement)).first()
+    except IntegrityError as exc:
+        raise EmailTaken("a user with this email already exists") from exc
+    if row is None:
+        raise NotFound(f"user {user_id} does not exist")
     _invalidate(session, ctx, user_namespace(user_id))
-    return user
+    return UserView(id=row[0], name=row[1], email=row[2], token_version=row[3])
 
 
 async def delete_user(session: AsyncSession, ctx: CertificatesContext, user_id: int) -> None:
@@ -229,7 +236,14 @@ async def login(session: AsyncSession, ctx: CertificatesContext, email: str, pas
     if user is None or not ok or len(password) > 1024:
         raise Unauthorized("incorrect email or password", headers=BEARER_CHALLENGE)
     if needs_rehash(user.password_hash):
-        user.password_hash = await hash_password(password)
+        # A statement, not a change to the loaded object: a user deleted (or whose password
+        # changed) meanwhile is simply not matched, instead of failing the flush.
+        await session.execute(
+            update(User)
+            .where(User.id == user.id, User.password_hash == user.password_hash)
+            .values(password_hash=await hash_password(password))
+            .execution_options(synchronize_session=False)
+        )
     return ctx.tokens.issue(user.id, user.token_version)
 
 

@@ -16,9 +16,14 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match, Mount
+from starlette.types import Scope, Send
+
+from atrium.platform.dbconflict import contention
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://atrium.dev/problems/"
@@ -123,6 +128,18 @@ class Unprocessable(AtriumError):
     status, slug, title = 422, "validation-error", "Request validation failed"
 
 
+class ConcurrentUpdate(Conflict):
+    """The database rolled this request back to resolve a clash with a concurrent one."""
+
+    slug, title = "concurrent-update", "Concurrent update"
+
+
+class DatabaseBusy(AtriumError):
+    """A lock the request needed stayed taken for too long; nothing was stored."""
+
+    status, slug, title = 503, "database-busy", "Database busy"
+
+
 class TooManyRequests(AtriumError):
     status, slug = 429, "rate-limited"
 
@@ -186,6 +203,37 @@ def problem_response(
         media_type=PROBLEM_MEDIA_TYPE,
         headers=dict(headers or {}),
     )
+
+
+async def send_problem(
+    scope: Scope,
+    send: Send,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    headers: Mapping[str, str] | Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer with a problem document from inside a pure ASGI middleware."""
+    body = orjson.dumps(
+        {
+            "type": problem_type(slug),
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": scope.get("path", ""),
+        }
+    )
+    raw: list[tuple[bytes, bytes]] = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if isinstance(headers, Mapping):
+        raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    else:
+        raw += list(headers)
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
@@ -269,6 +317,34 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(allowed)
 
 
+async def _stale_data(request: Request, exc: Exception) -> Response:
+    # The unit of work's UPDATE/DELETE matched no row: another request deleted it meanwhile.
+    log.info("row deleted by a concurrent request", extra={"path": request.url.path})
+    return problem_response(
+        request, 404, "not-found", detail="it was deleted by another request while this one ran"
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DBAPIError)
+    kind = contention(exc)
+    if kind is None:
+        return await _unhandled(request, exc)
+    log.warning("concurrent write refused", extra={"path": request.url.path, "kind": kind})
+    error: AtriumError
+    if kind == "deadlock":
+        error = ConcurrentUpdate(
+            "another request changed the same data at the same time; nothing was stored, retry",
+            headers={"Retry-After": "1"},
+        )
+    else:
+        error = DatabaseBusy(
+            "the data is locked by other requests; nothing was stored, retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    return await _atrium_error(request, error)
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     if not request.scope.get(EXCEPTION_LOGGED):
         log.exception("unhandled error", extra={"path": request.url.path})
@@ -280,6 +356,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AtriumError, _atrium_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(StaleDataError, _stale_data)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unhandled)
 
 

@@ -24,25 +24,48 @@ loads, caches and answers, or refuses with the right problem.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-import orjson
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from atrium.platform.apikeys import KeyStore, anonymous_principal, hash_key
+from atrium.platform.apikeys import (
+    KeyStore,
+    anonymous_principal,
+    build_key_store,
+    check_scope,
+    hash_key,
+)
 from atrium.platform.clientip import ClientIpResolver
 from atrium.platform.conditional import if_none_match_hits, unpack_representation
-from atrium.platform.errors import PROBLEM_MEDIA_TYPE, problem_type
+from atrium.platform.errors import send_problem
+from atrium.platform.fastredis import PipelinedScripts
+from atrium.platform.idempotency import build_idempotency_store
 from atrium.platform.metrics import CACHE_REQUESTS, RATE_LIMIT_REJECTIONS
-from atrium.platform.ratelimit import Decision, Limiter, LimiterUnavailable
+from atrium.platform.ratelimit import (
+    Decision,
+    Limiter,
+    LimiterUnavailable,
+    MemoryLimiter,
+    RedisHealth,
+    RedisLimiter,
+)
 from atrium.settings import Settings
 
 EXEMPT_PATHS = frozenset(
-    {"/livez", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    {
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        "/charts",
+    }
 )
 EXEMPT_PREFIXES = ("/static/",)
 # Registration and login: open to anyone, so limited per client address (by path, so that
@@ -75,37 +98,6 @@ class CachedRead:
 def is_exempt(path: str) -> bool:
     """Paths that need no key and are not rate limited (probes, metrics, docs)."""
     return path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES)
-
-
-async def send_problem(
-    scope: Scope,
-    send: Send,
-    status: int,
-    slug: str,
-    title: str,
-    detail: str,
-    headers: Mapping[str, str] | list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
-) -> None:
-    """Answer with a problem document from inside a pure ASGI middleware."""
-    body = orjson.dumps(
-        {
-            "type": problem_type(slug),
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "instance": scope.get("path", ""),
-        }
-    )
-    raw: list[tuple[bytes, bytes]] = [
-        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if isinstance(headers, Mapping):
-        raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    else:
-        raw += list(headers)
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
 
 
 class GuardMiddleware:
@@ -259,11 +251,6 @@ async def start_guard(
     need no database and known keys work even if Redis is down from the start. Returns what
     the lifespan calls at shutdown.
     """
-    from atrium.platform.apikeys import build_key_store, check_scope
-    from atrium.platform.fastredis import PipelinedScripts
-    from atrium.platform.idempotency import build_idempotency_store
-    from atrium.platform.ratelimit import MemoryLimiter, RedisHealth, RedisLimiter
-
     health = RedisHealth(settings.rate_limit_fail_open)
     state.redis_health = health
     # The per-request scripts go over one pipelined connection (see atrium.platform.fastredis).

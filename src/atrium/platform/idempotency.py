@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atrium.platform.clientip import ClientIpResolver
 from atrium.platform.db import Base
-from atrium.platform.guard import send_problem
+from atrium.platform.errors import send_problem
 from atrium.platform.metrics import IDEMPOTENT_REPLAYS
 from atrium.settings import Settings
 

@@ -26,7 +26,7 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from atrium.platform.fastredis import PipelinedScripts, Script
 from atrium.platform.metrics import RATE_LIMIT_BACKEND_ERRORS
@@ -192,35 +192,58 @@ class RedisHealth:
             raise LimiterUnavailable
 
 
-class RedisLimiter:
-    """GCRA in Redis, one atomic script call per check, shared by every process."""
+class RedisScripted:
+    """What the Redis limiter and key store share: the client, the health record, and the one
+    Lua script each runs per request (over the pipelined connection when there is one, see
+    :mod:`atrium.platform.fastredis`, else through redis-py).
+
+    Subclasses name their script (``LUA``) and the part of the key space they own
+    (``KEYSPACE``, after ``ATRIUM_REDIS_PREFIX``).
+    """
+
+    LUA: ClassVar[str]
+    KEYSPACE: ClassVar[str]
 
     def __init__(
         self, redis: Any, prefix: str, health: RedisHealth, fast: PipelinedScripts | None = None
     ) -> None:
         self.redis = redis
-        self.prefix = f"{prefix}rl:"
+        self.keyspace = prefix + self.KEYSPACE
         self.health = health
         self.fast = fast
-        self._script = redis.register_script(_HIT_LUA)
-        self._fast_script = Script(_HIT_LUA)
+        self._script = redis.register_script(self.LUA)
+        self._fast_script = Script(self.LUA)
 
-    async def hit(self, bucket: str, limit: int) -> Decision | None:
-        """Count a request in Redis; on failure see :class:`RedisHealth`."""
+    async def run_script(self, what: str, keys: list[Any], args: list[Any]) -> Any:
+        """The script's reply; ``None`` when Redis cannot be reached (the failure is recorded)."""
         if not self.health.available:
-            self.health.unavailable()
             return None
-        keys, args = [self.prefix + bucket], [limit, PERIOD_SECONDS * _US]
         try:
             if self.fast is not None:
                 reply = await self.fast.run(self._fast_script, keys, args)
             else:
                 reply = await self._script(keys=keys, args=args)
         except Exception as exc:
-            self.health.failed("rate limit", exc)
-            self.health.unavailable()
+            self.health.failed(what, exc)
             return None
         self.health.recovered()
+        return reply
+
+
+class RedisLimiter(RedisScripted):
+    """GCRA in Redis, one atomic script call per check, shared by every process."""
+
+    LUA = _HIT_LUA
+    KEYSPACE = "rl:"
+
+    async def hit(self, bucket: str, limit: int) -> Decision | None:
+        """Count a request in Redis; on failure see :class:`RedisHealth`."""
+        reply = await self.run_script(
+            "rate limit", [self.keyspace + bucket], [limit, PERIOD_SECONDS * _US]
+        )
+        if reply is None:
+            self.health.unavailable()
+            return None
         return Decision.from_script(limit, reply)
 
     def reset(self) -> None:

@@ -2,6 +2,9 @@
 """PostgreSQL: batches as one statement over bound arrays or the request's own JSON, CSV
 through COPY (:mod:`atrium.hr.bulk.postgres_csv`), backups as column arrays, restores by COPY.
 
+Inserts always run in id order (``ORDER BY id``): two batches sharing ids then lock them in
+the same order and wait for each other instead of deadlocking.
+
 Foreign keys: PostgreSQL checks them with a trigger call per row, which costs more than the
 insert itself. Where the whole set of referenced rows is checked and locked at once (CSV
 loads, clean batches), the triggers would prove nothing more, and the statement runs with
@@ -55,7 +58,7 @@ def _json_insert_sql(spec: TableSpec, *, locked: bool) -> str:
     rows = f"json_to_recordset(CAST($1 AS json)) AS x({record})"
     insert = f"INSERT INTO {spec.name} ({', '.join(spec.column_names)}) "
     if not locked:
-        return insert + f"SELECT * FROM {rows}"
+        return insert + f"SELECT * FROM {rows} ORDER BY id"
     missing = " + ".join(
         f"(SELECT count(DISTINCT {c.name}) FROM x) - (SELECT count(*) FROM (SELECT 1 "
         f"FROM {c.references} WHERE id IN (SELECT {c.name} FROM x) FOR KEY SHARE) l{i})"
@@ -63,7 +66,8 @@ def _json_insert_sql(spec: TableSpec, *, locked: bool) -> str:
         if c.references
     )
     return (
-        f"WITH x AS MATERIALIZED (SELECT * FROM {rows}), ins AS ({insert}SELECT * FROM x) "
+        f"WITH x AS MATERIALIZED (SELECT * FROM {rows}), "
+        f"ins AS ({insert}SELECT * FROM x ORDER BY id) "
         f"SELECT {missing}"
     )
 
@@ -167,7 +171,7 @@ class PostgresLoader(Loader):
         where = f" WHERE {' AND '.join(refs)}" if refs else ""
         statement = text(
             f"INSERT INTO {spec.name} ({', '.join(names)}) {_unnest(spec)}{where} "
-            f"ON CONFLICT (id) {conflict} RETURNING id"
+            f"ORDER BY id ON CONFLICT (id) {conflict} RETURNING id"
         )
         result = await session.execute(statement, _arrays(spec, rows))
         return set(result.scalars())
@@ -276,9 +280,8 @@ class PostgresLoader(Loader):
             # RETURNING: ~20% more rows per second (measured).
             try:
                 async with session.begin_nested():
-                    statement = (
-                        f"INSERT INTO {spec.name} ({', '.join(spec.column_names)}) {_unnest(spec)}"
-                    )
+                    columns = ", ".join(spec.column_names)
+                    statement = f"INSERT INTO {spec.name} ({columns}) {_unnest(spec)} ORDER BY id"
                     await session.execute(text(statement), _arrays(spec, rows))
             except IntegrityError:
                 return await super().store_rows(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -61,14 +62,20 @@ async def bootstrap_admin_key(settings: Settings) -> str | None:
     return await with_key_store(settings, action)
 
 
-def print_bootstrap_key(key: str) -> None:
-    """The one time a key is written anywhere: stdout, clearly marked, at first start."""
+def print_bootstrap_key(key: str, saved_to: Path | None = None) -> None:
+    """The one time a key is shown: stdout, clearly marked, at first start."""
     line = "=" * 78
+    kept = (
+        f"It is also kept in {saved_to} (mode 0600), where `atrium demo` finds it.\n"
+        if saved_to is not None
+        else ""
+    )
     sys.stdout.write(
         f"{line}\n"
         "ATRIUM FIRST START: an admin API key was created. It is shown only this once;\n"
         "store it now (create more with `atrium apikeys create`):\n\n"
-        f"    X-API-KEY: {key}\n"
+        f"    X-API-KEY: {key}\n\n"
+        f"{kept}"
         f"{line}\n"
     )
     sys.stdout.flush()

@@ -1,0 +1,1 @@
+"""``atrium demo``: sample data in every area, loaded into a running server the way a user would."""
