@@ -38,7 +38,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atrium.platform.clientip import ClientIpResolver
 from atrium.platform.db import Base
-from atrium.platform.errors import send_problem
+from atrium.platform.errors import send_problem, send_unavailable
+from atrium.platform.headers import header
 from atrium.platform.metrics import IDEMPOTENT_REPLAYS
 from atrium.platform.sql import insert_ignore
 from atrium.platform.sqltypes import LongBinary, LongText
@@ -339,14 +340,11 @@ class IdempotencyMiddleware:
         if not self.applies(scope):
             await self.app(scope, receive, send)
             return
-        raw_key = None
-        for name, value in scope["headers"]:
-            if name == b"idempotency-key":
-                raw_key = value.decode("latin-1").strip()
-                break
+        raw_key = header(scope, b"idempotency-key")
         if raw_key is None:
             await self.app(scope, receive, send)
             return
+        raw_key = raw_key.strip()
         key = raw_key[1:-1] if len(raw_key) >= 2 and raw_key[0] == raw_key[-1] == '"' else raw_key
         if not _VALID_KEY.match(key):
             await send_problem(
@@ -366,15 +364,7 @@ class IdempotencyMiddleware:
             existing = await store.claim(caller, key, claim)
         except Exception as exc:
             self._warn("claim", exc)
-            await send_problem(
-                scope,
-                send,
-                503,
-                "unavailable",
-                "Service Unavailable",
-                "the idempotency store cannot be reached; retry shortly",
-                {"Retry-After": "1"},
-            )
+            await send_unavailable(scope, send, "the idempotency store")
             return
         if existing is not None:
             await self._answer_existing(scope, send, claim, existing)

@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import cast
@@ -32,7 +31,7 @@ from sqlalchemy import Integer, String, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
-from atrium.platform.apikeys.model import ApiKey, generate_key, hash_key, iso
+from atrium.platform.apikeys.model import ApiKey, iso
 from atrium.platform.apikeys.snapshot import KeySnapshot, MissResolver
 from atrium.platform.apikeys.store import KeyStore
 from atrium.platform.db import Base
@@ -157,29 +156,20 @@ class SqlKeyStore(KeyStore):
                 self.snapshot.put(key_hash, record)
         return record
 
-    async def create(
-        self,
-        owner: str,
-        scopes: Sequence[str],
-        rate_limit: int | None = None,
-        key: str | None = None,
-    ) -> tuple[str, ApiKey]:
+    async def insert(self, key_hash: str, record: ApiKey) -> None:
         """Insert a row with the key's hash."""
-        key = key or generate_key()
-        record = ApiKey.new(owner, scopes, rate_limit)
         async with self.engine.begin() as connection:
             await connection.execute(
                 _TABLE.insert().values(
                     id=record.id,
-                    key_hash=hash_key(key),
-                    owner=owner,
+                    key_hash=key_hash,
+                    owner=record.owner,
                     scopes=",".join(record.scopes),
-                    rate_limit=rate_limit,
+                    rate_limit=record.rate_limit,
                 )
             )
         self._touch_marker()
         await self.load()
-        return key, record
 
     async def list(self) -> list[ApiKey]:
         """Every row, oldest first."""
