@@ -33,6 +33,9 @@ def test_the_dockerfile_is_read_as_docker_would() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.only_on(
+    "sqlite", reason="the image's defaults are the embedded SQLite: this run's engine plays no part"
+)
 def test_image_entrypoint_with_two_workers_serves_both_workers_metrics(tmp_path: Path) -> None:
     image = read_image()
     # compose.yaml's api service: the image's entrypoint with `serve --workers 2`.

@@ -84,6 +84,7 @@ def test_counters_add_up_across_workers(settings: Settings, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.only_on("sqlite", reason="the metrics folder's life does not depend on the engine")
 def test_a_recycled_worker_leaves_the_private_folder_to_the_others(
     settings: Settings, tmp_path: Path
 ) -> None:
