@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import orjson
-from sqlalchemy import BigInteger, Integer, LargeBinary, String, Table, Text, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import BigInteger, Integer, String, Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 from starlette.datastructures import State
@@ -39,8 +38,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atrium.platform.clientip import ClientIpResolver
 from atrium.platform.db import Base
-from atrium.platform.errors import send_problem
+from atrium.platform.errors import send_problem, send_unavailable
+from atrium.platform.headers import header
 from atrium.platform.metrics import IDEMPOTENT_REPLAYS
+from atrium.platform.sql import insert_ignore
+from atrium.platform.sqltypes import LongBinary, LongText
 from atrium.settings import Settings
 
 log = logging.getLogger("atrium.idempotency")
@@ -169,8 +171,8 @@ class IdempotencyRow(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     token: Mapped[str] = mapped_column(String(32))
     status: Mapped[int | None] = mapped_column(Integer)
-    headers: Mapped[str | None] = mapped_column(Text)
-    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    headers: Mapped[str | None] = mapped_column(LongText)
+    body: Mapped[bytes | None] = mapped_column(LongBinary)
     expires_ms: Mapped[int] = mapped_column(BigInteger, index=True)
 
 
@@ -189,7 +191,6 @@ class SqlIdempotencyStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._next_purge = 0.0
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     @staticmethod
     def _from_row(row: Any) -> Stored:
@@ -203,7 +204,7 @@ class SqlIdempotencyStore:
         )
 
     async def claim(self, scope: str, key: str, stored: Stored) -> Stored | None:
-        """INSERT … ON CONFLICT DO NOTHING; on conflict read it, taking over an expired one."""
+        """Insert-or-ignore the claim; on conflict read it, taking over an expired one."""
         await self._maybe_purge()
         table = _TABLE
         expires = _now_ms() + LEASE_SECONDS * 1000
@@ -219,7 +220,7 @@ class SqlIdempotencyStore:
         }
         async with self.engine.begin() as connection:
             inserted = await connection.execute(
-                self._insert(table).values(**values).on_conflict_do_nothing()
+                insert_ignore(table, keys=("scope", "key")).values(**values)
             )
             if inserted.rowcount == 1:
                 return None
@@ -229,7 +230,7 @@ class SqlIdempotencyStore:
                 )
             ).first()
             if row is None:  # purged in between: try once more
-                await connection.execute(self._insert(table).values(**values))
+                await connection.execute(table.insert().values(**values))
                 return None
             if row.expires_ms > _now_ms():
                 return self._from_row(row)
@@ -339,14 +340,11 @@ class IdempotencyMiddleware:
         if not self.applies(scope):
             await self.app(scope, receive, send)
             return
-        raw_key = None
-        for name, value in scope["headers"]:
-            if name == b"idempotency-key":
-                raw_key = value.decode("latin-1").strip()
-                break
+        raw_key = header(scope, b"idempotency-key")
         if raw_key is None:
             await self.app(scope, receive, send)
             return
+        raw_key = raw_key.strip()
         key = raw_key[1:-1] if len(raw_key) >= 2 and raw_key[0] == raw_key[-1] == '"' else raw_key
         if not _VALID_KEY.match(key):
             await send_problem(
@@ -366,15 +364,7 @@ class IdempotencyMiddleware:
             existing = await store.claim(caller, key, claim)
         except Exception as exc:
             self._warn("claim", exc)
-            await send_problem(
-                scope,
-                send,
-                503,
-                "unavailable",
-                "Service Unavailable",
-                "the idempotency store cannot be reached; retry shortly",
-                {"Retry-After": "1"},
-            )
+            await send_unavailable(scope, send, "the idempotency store")
             return
         if existing is not None:
             await self._answer_existing(scope, send, claim, existing)
