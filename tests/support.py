@@ -23,6 +23,10 @@ TEST_SECRETS: set[str] = set()
 SERVER_LOGS: list[Path] = []
 
 
+# Prefixes of the environment variables the app (or a library it configures) reads.
+APP_VARIABLES = ("ATRIUM_", "PROMETHEUS_", "OTEL_", "AWS_")
+
+
 def secret(value: str) -> str:
     """Use ``value`` as a secret: the run fails if it ever shows up in a log."""
     TEST_SECRETS.add(value)
@@ -38,8 +42,12 @@ def free_port() -> int:
 
 
 def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
-    """The ``ATRIUM_*`` environment that makes a child process use ``settings``' storage."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATRIUM_")}
+    """The ``ATRIUM_*`` environment that makes a child process use ``settings``' storage.
+
+    Nothing the app reads is inherited from the shell running the tests (``ATRIUM_*``,
+    ``PROMETHEUS_MULTIPROC_DIR``, ``OTEL_*``, ``AWS_*``): a test passes on what it sets.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(APP_VARIABLES)}
     env.update(
         {
             "ATRIUM_ENV": settings.env,
@@ -101,6 +109,8 @@ def run_server(
                 str(workers),
             ],
             env=dict(env),
+            # Not the checkout: a developer's .env there must not reach the server.
+            cwd=log_dir,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
