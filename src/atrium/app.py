@@ -33,10 +33,11 @@ from atrium.platform.logging import configure_logging, register_route_templates
 from atrium.platform.metrics import BUILD_INFO
 from atrium.platform.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from atrium.platform.migrate import upgrade
-from atrium.platform.multiprocess import mark_this_process_dead
+from atrium.platform.multiprocess import check_value_class, mark_this_process_dead
 from atrium.platform.openapi import install_openapi
 from atrium.platform.redaction import settings_secrets
 from atrium.platform.tracing import fastapi_telemetry, setup_tracing
+from atrium.platform.warmup import freeze_heap, open_pool
 from atrium.settings import Settings, get_settings
 from atrium.templates.routes import CACHED_READS as TEMPLATES_CACHED_READS
 from atrium.templates.routes import router as templates_router
@@ -72,6 +73,8 @@ def create_app(
 ) -> FastAPI:
     """Build a fully wired application; tests pass their own settings (and tracer provider)."""
     settings = settings or get_settings()
+    if settings.metrics_enabled:
+        check_value_class()
     configure_logging(
         settings.log_level, json=settings.log_json, secrets=settings_secrets(settings)
     )
@@ -128,6 +131,9 @@ def create_app(
                 BUILD_INFO.labels(__version__).set(1)
                 monitor = asyncio.create_task(run_db_monitor(engine, settings))
                 stack.push_async_callback(_cancel, monitor)
+            # Last: the pool's connections and a frozen start-up heap for the first request.
+            await open_pool(engine, settings.db_pool_size)
+            freeze_heap()
             log.info(
                 "started",
                 extra={

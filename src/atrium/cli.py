@@ -15,7 +15,6 @@ from atrium.platform.apikeys.cli import apikeys, bootstrap_admin_key, print_boot
 from atrium.platform.db import create_engine
 from atrium.platform.keyfile import save_admin_key
 from atrium.platform.migrate import upgrade
-from atrium.platform.multiprocess import prepare_multiprocess_dir
 from atrium.settings import get_settings
 
 
@@ -37,7 +36,7 @@ def main() -> None:
 )
 def serve(host: str | None, port: int | None, workers: int | None, app: str) -> None:
     """Serve the API: gunicorn + uvicorn workers, graceful drain on SIGTERM."""
-    from atrium.platform.server import serve as run_server
+    from atrium.platform.supervisor import exec_master
 
     settings = get_settings()
     if settings.should_auto_migrate:
@@ -52,18 +51,9 @@ def serve(host: str | None, port: int | None, workers: int | None, app: str) -> 
     # Worker processes read their settings from the environment; they must know how many
     # siblings they have (the in-process cache turns itself off with more than one).
     os.environ["ATRIUM_WORKERS"] = str(workers)
-    # Workers inherit PROMETHEUS_MULTIPROC_DIR, so it must exist (and be empty) before them.
-    # The gunicorn master releases a dead worker's live gauges as it reaps it (child_exit).
-    prepare_multiprocess_dir(workers)
-    # Workers are forked from this process: drop the settings read before the changes above.
-    get_settings.cache_clear()
-    run_server(
-        settings,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        app=app,
-    )
+    # This process has imported prometheus_client (metrics would stay in-process): the master
+    # runs in a fresh interpreter that sets up multiprocess metrics first.
+    exec_master(host=host or settings.host, port=port or settings.port, workers=workers, app=app)
 
 
 async def _migrate() -> None:

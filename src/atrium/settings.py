@@ -153,8 +153,8 @@ class Settings(BaseSettings):
     encrypts, all decrypt). Unset: generated into `DATA_DIR` (embedded default only).
     """
     token_secret: SecretStr | None = None
-    """Signs bearer tokens (16+ characters). Unset: generated into `DATA_DIR` (embedded default
-    only).
+    """Signs bearer tokens (HS256: 32+ characters). Unset: generated into `DATA_DIR` (embedded
+    default only).
     """
     access_token_ttl_seconds: int = Field(default=3600, ge=60)
     """Bearer token lifetime in seconds."""

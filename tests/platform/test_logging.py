@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, SecretStr
 
 from atrium.app import create_app
-from atrium.platform.logging import configure_logging
+from atrium.platform.logging import configure_logging, flush_logs
 from atrium.platform.redaction import MASK, redact, register_secrets, settings_secrets
 from atrium.settings import Settings
 from tests.support import secret
@@ -22,7 +22,7 @@ PASSWORD = secret("correct horse battery staple")
 BEARER = secret("eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.sig-Xq9")
 API_KEY = secret("atr_live_4f9d0c2b7a1e48f3")
 QUERY_KEY = secret("AVQUERYKEY12345")
-TOKEN_SECRET = secret("token-secret-8c1d93aa07")
+TOKEN_SECRET = secret("token-secret-8c1d93aa07-5e2b4f9d61c3a8")
 ALPHA_KEY = secret("ALPHAVANTAGE0KEY9")
 DB_PASSWORD = secret("pg-pass-77d1e0")
 PRIVATE_KEY = (
@@ -121,6 +121,7 @@ async def test_secrets_in_requests_never_reach_the_log(
         )
         assert response.status_code == 500
         assert PASSWORD not in response.text
+    flush_logs()  # lines are written by a background thread
     output = capsys.readouterr().out
     assert "could not log in ada" in output  # the lines were written...
     assert output.count('"logger":"atrium.test.careless"') == 8
@@ -232,6 +233,7 @@ def test_log_level_comes_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_text_format_masks_too(restore_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("INFO", json=False)
     logging.getLogger("atrium.test").info("password=%s", "plain-text-secret")
+    flush_logs()
     output = capsys.readouterr().out
     assert "INFO atrium.test [None] password=***" in output
     assert "plain-text-secret" not in output

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.parser import text_string_to_metric_families
 
-from atrium.platform.multiprocess import MULTIPROC_ENV, prepare_multiprocess_dir, worker_pids
+from atrium.app import create_app
+from atrium.platform import supervisor
+from atrium.platform.multiprocess import (
+    MULTIPROC_ENV,
+    check_value_class,
+    prepare_multiprocess_dir,
+    worker_pids,
+)
 from atrium.settings import Settings
+from tests.deploy import shipped
+from tests.deploy.shipped import wait_for
 from tests.platform.promtool import promtool_check
 from tests.support import run_server, settings_env
 
@@ -25,31 +33,12 @@ UNMATCHED = {"method": "GET", "route": "<unmatched>", "status": "404"}
 
 def unmatched_count(text: str) -> float:
     """``atrium_http_requests_total`` of this test's requests in an exposition."""
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "atrium_http_requests_total" and sample.labels == UNMATCHED:
-                return sample.value
-    return 0.0
+    return shipped.exposed(text, shipped.HTTP_REQUESTS, UNMATCHED)
 
 
 def served_by_worker(metrics_dir: Path) -> dict[int, float]:
     """How many of this test's requests each worker served, read from its own sample file."""
-    counts: dict[int, float] = {}
-    for file in metrics_dir.glob("counter_*.db"):
-        pid = int(file.stem.rpartition("_")[2])
-        for metric in MultiProcessCollector.merge([str(file)]):  # type: ignore[no-untyped-call]
-            for sample in metric.samples:
-                if sample.name == "atrium_http_requests_total" and sample.labels == UNMATCHED:
-                    counts[pid] = sample.value
-    return counts
-
-
-def wait_for(condition: object, what: str, timeout: float = 30.0) -> None:
-    """Poll ``condition()`` until true, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    return shipped.counts_by_worker(metrics_dir, shipped.HTTP_REQUESTS, UNMATCHED)
 
 
 @pytest.mark.slow
@@ -94,6 +83,78 @@ def test_counters_add_up_across_workers(settings: Settings, tmp_path: Path) -> N
         assert "atrium_http_requests_in_flight 1.0" in text, "only the scrape itself is in flight"
 
 
+@pytest.mark.slow
+def test_a_recycled_worker_leaves_the_private_folder_to_the_others(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # No PROMETHEUS_MULTIPROC_DIR: `atrium serve` makes a private folder. A worker recycled
+    # after ATRIUM_MAX_REQUESTS leaves with sys.exit, running the handlers it inherited.
+    env = settings_env(settings, ATRIUM_MAX_REQUESTS="20")
+    env.pop(MULTIPROC_ENV, None)
+    with run_server(env, tmp_path / "logs", workers=2) as server:
+        master = server.proc.pid
+        wait_for(lambda: shipped.multiprocess_dir(master), "a multiprocess sample folder")
+        directory = shipped.multiprocess_dir(master)
+        assert directory is not None
+        first = shipped.worker_pids(master)
+
+        def hit(_: int) -> int:
+            # A connection the kernel handed to a worker that is just leaving can be closed
+            # unanswered (the request never reached the app): retry it, as a client would.
+            for _attempt in range(3):
+                try:
+                    return httpx.get(f"{server.url}/no-such-page", timeout=10).status_code
+                except (httpx.RemoteProtocolError, httpx.ReadError):
+                    continue
+            raise AssertionError("three connections in a row closed unanswered")
+
+        sent = 0
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            # Until a worker was recycled, then more for its successor and the other one.
+            while shipped.worker_pids(master) == first and sent < 200:
+                assert set(pool.map(hit, range(10))) == {404}
+                sent += 10
+            assert shipped.worker_pids(master) != first, "no worker was recycled"
+            assert set(pool.map(hit, range(30))) == {404}
+            sent += 30
+
+        wait_for(lambda: sum(served_by_worker(directory).values()) == sent, "all counts")
+        assert directory.is_dir()
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        assert unmatched_count(text) == sent
+
+
+def test_a_folder_set_after_prometheus_client_was_imported_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings: Settings
+) -> None:
+    # This process imported prometheus_client without the variable (in-process values): with
+    # it set now, samples would never reach the folder and /metrics would be empty.
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    with pytest.raises(RuntimeError, match="after prometheus_client had been imported"):
+        check_value_class()
+    with pytest.raises(RuntimeError, match="after prometheus_client had been imported"):
+        create_app(settings)
+
+
+def test_serve_runs_the_master_in_a_fresh_interpreter() -> None:
+    argv = supervisor.command(host="0.0.0.0", port=8000, workers=2, app="atrium.app:create_app")
+    assert argv[:4] == [sys.executable, "-P", "-m", "atrium.platform.supervisor"]
+    assert (
+        "prometheus_client"
+        not in subprocess.run(
+            [
+                sys.executable,
+                "-P",
+                "-c",
+                "import sys, atrium.platform.supervisor as s; print(*sys.modules)",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    )
+
+
 def test_one_worker_keeps_the_in_process_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     assert prepare_multiprocess_dir(1) is None
@@ -101,13 +162,13 @@ def test_one_worker_keeps_the_in_process_registry(monkeypatch: pytest.MonkeyPatc
 
 
 def test_several_workers_get_a_private_folder(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    # Empty counts as unset; monkeypatch then removes what prepare_multiprocess_dir sets.
+    monkeypatch.setenv(MULTIPROC_ENV, "")
     path = prepare_multiprocess_dir(3)
     assert path is not None
     assert path.is_dir()
     assert list(path.iterdir()) == []
     assert os.environ[MULTIPROC_ENV] == str(path)
-    monkeypatch.delenv(MULTIPROC_ENV)
 
 
 def test_a_configured_folder_is_emptied_of_samples_only(

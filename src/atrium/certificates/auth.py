@@ -30,8 +30,10 @@ oauth2_scheme = OAuth2PasswordBearer(
 admin_key_scheme = API_KEY_SCHEME
 
 
-def get_context(request: Request) -> CertificatesContext:
+async def get_context(request: Request) -> CertificatesContext:
     """The domain's services context, built in the application's lifespan."""
+    # async, though it awaits nothing: FastAPI runs a plain ``def`` dependency in its thread
+    # pool, a hand-off to another thread (and back) on every request.
     ctx: CertificatesContext = request.app.state.certificates
     return ctx
 

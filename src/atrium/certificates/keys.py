@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from atrium.certificates.crypto import Keyring, new_key_entry
+from atrium.certificates.tokens import MIN_SECRET_BYTES
 from atrium.settings import Settings
 
 log = logging.getLogger("atrium.certificates")
@@ -92,10 +93,14 @@ def load_keyring(settings: Settings) -> Keyring:
 def load_token_secret(settings: Settings) -> bytes:
     """The configured bearer-token signing secret, or the generated one."""
     if settings.token_secret is not None:
-        value = settings.token_secret.get_secret_value()
-        if len(value) < 16:
-            raise MissingSecretError("ATRIUM_TOKEN_SECRET must be at least 16 characters")
-        return value.encode()
+        value = settings.token_secret.get_secret_value().encode()
+        if len(value) < MIN_SECRET_BYTES:
+            raise MissingSecretError(
+                f"ATRIUM_TOKEN_SECRET must be at least {MIN_SECRET_BYTES} characters (an HS256 key "
+                "is 256 bits or more, RFC 7518 section 3.2); generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return value
     if not may_generate_secrets(settings):
         raise MissingSecretError(
             "ATRIUM_TOKEN_SECRET is required with PostgreSQL (every replica must share it); "

@@ -1,34 +1,35 @@
 """prometheus_client's multiprocess mode for ``atrium serve --workers N``.
 
-Each worker writes its samples to memory-mapped files in ``PROMETHEUS_MULTIPROC_DIR``.
-``atrium serve`` prepares that folder before workers start (:func:`prepare_multiprocess_dir`),
-empties it on every start, and marks workers that died (:class:`DeadWorkerReaper`) so their
-in-flight and pool gauges stop counting; their counters stay, as counters must.
+Each worker writes its samples to memory-mapped files in ``PROMETHEUS_MULTIPROC_DIR`` and any
+worker answers a scrape with the sum over all of them. prometheus_client chooses between
+in-process values and those files once, when it is first imported, from that variable: a
+process that imported it before the variable was set keeps in-process values, and so does
+every worker it forks, and ``/metrics`` then reads an empty folder. So the gunicorn master
+(:mod:`atrium.platform.supervisor`) sets the variable before anything imports prometheus_client,
+and :func:`check_value_class` refuses to start a process where that order was broken.
 
-Nothing here imports the metric objects: the supervising process must not create samples.
+Nothing here imports prometheus_client at module level.
 """
 
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import shutil
+import sys
 import tempfile
-import threading
 from pathlib import Path
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-log = logging.getLogger("atrium.metrics")
 
 
 def prepare_multiprocess_dir(workers: int) -> Path | None:
     """Before workers start: an empty ``PROMETHEUS_MULTIPROC_DIR`` when it is needed.
 
     A configured folder is emptied of old samples; with several workers and none configured a
-    private temporary one is made (and removed at exit). One worker and none configured keeps
-    the ordinary in-process registry, which also has the process and GC collectors.
+    private temporary one is made (and removed when this process, not a worker, exits). One
+    worker and none configured keeps the ordinary in-process registry, which also has the
+    process and GC collectors.
     """
     configured = os.environ.get(MULTIPROC_ENV)
     if configured:
@@ -39,33 +40,36 @@ def prepare_multiprocess_dir(workers: int) -> Path | None:
             stale.unlink()
     elif workers > 1:
         path = Path(tempfile.mkdtemp(prefix="atrium-metrics-"))
-        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        # Forked workers inherit atexit handlers and leave with sys.exit (on a recycle too):
+        # only the process that made the folder may remove it.
+        atexit.register(_remove_if_owner, path, os.getpid())
     else:
         return None
     os.environ[MULTIPROC_ENV] = str(path)
     return path
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _remove_if_owner(path: Path, owner: int) -> None:
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
 
 
-def mark_dead_workers(path: Path) -> list[int]:
-    """Mark processes that left samples in ``path`` and no longer exist as dead."""
-    from prometheus_client import multiprocess
+def check_value_class() -> None:
+    """Refuse to run where ``PROMETHEUS_MULTIPROC_DIR`` is set but samples cannot reach it.
 
-    dead = []
-    for pid in sorted(worker_pids(path)):
-        if not _alive(pid):
-            multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
-            dead.append(pid)
-    return dead
+    That happens when prometheus_client was imported before the variable was set (its value
+    class is fixed at import): the process would serve an empty or partial ``/metrics``.
+    """
+    path = os.environ.get(MULTIPROC_ENV)
+    values = sys.modules.get("prometheus_client.values")
+    if not path or values is None:
+        return
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        raise RuntimeError(
+            f"{MULTIPROC_ENV} was set after prometheus_client had been imported, so this "
+            "process's metrics would never reach it: set it in the environment the server "
+            "starts with (or let `atrium serve` choose one)"
+        )
 
 
 def worker_pids(path: Path) -> set[int]:
@@ -76,29 +80,6 @@ def worker_pids(path: Path) -> set[int]:
         if suffix.isdigit():
             pids.add(int(suffix))
     return pids
-
-
-class DeadWorkerReaper(threading.Thread):
-    """Runs in the supervising process: a worker killed without a clean exit is marked dead."""
-
-    def __init__(self, path: Path, interval: float = 2.0) -> None:
-        super().__init__(name="atrium-metrics-reaper", daemon=True)
-        self.path = path
-        self.interval = interval
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        """Look for dead workers every ``interval`` seconds until stopped."""
-        while not self.stopped.wait(self.interval):
-            try:
-                for pid in mark_dead_workers(self.path):
-                    log.info("metrics of a dead worker released", extra={"pid": pid})
-            except OSError as exc:
-                log.warning("metrics reaper failed", extra={"error": str(exc)})
-
-    def stop(self) -> None:
-        """Stop after the current round."""
-        self.stopped.set()
 
 
 def mark_this_process_dead() -> None:

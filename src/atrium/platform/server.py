@@ -19,7 +19,7 @@ from gunicorn.glogging import Logger
 from uvicorn_worker import UvicornWorker
 
 from atrium.platform.logging import configure_logging
-from atrium.platform.multiprocess import MULTIPROC_ENV
+from atrium.platform.multiprocess import MULTIPROC_ENV, check_value_class
 from atrium.settings import Settings
 
 DEFAULT_APP = "atrium.app:create_app"
@@ -135,4 +135,5 @@ def serve(
     """Run the server in the foreground until SIGTERM/SIGINT."""
     configure_logging(settings.log_level, json=settings.log_json)
     load_factory(app)  # fail here, in the master, on a typo
+    check_value_class()  # ... or on metrics that would never reach /metrics
     AtriumServer(app, gunicorn_options(settings, host=host, port=port, workers=workers)).run()
