@@ -33,6 +33,8 @@ BATCH = "/hr/hired_employees/batch"
 # A retry after the owner died must get through within this (seconds): the owner's transaction,
 # and with it the key, is gone as soon as the database sees the connection drop.
 RETRY_WITHIN = 5.0
+# Seconds a server may take to start: generous, for a CI machine under load.
+SERVER_START = 120.0
 
 
 async def _seed(client: httpx.AsyncClient) -> None:
@@ -111,7 +113,7 @@ async def test_kill_9_during_keyed_batches_loses_and_duplicates_nothing(
     env = settings_env(settings)
     headers = {"X-API-KEY": admin_api_key}
 
-    with run_server(env, tmp_path / "first") as first:
+    with run_server(env, tmp_path / "first", timeout=SERVER_START) as first:
 
         async def sender(http: httpx.AsyncClient) -> None:
             while pending and first.proc.poll() is None:
@@ -137,7 +139,7 @@ async def test_kill_9_during_keyed_batches_loses_and_duplicates_nothing(
         unanswered = list(pending)
     assert unanswered, "the kill came too late to catch a batch in flight"
 
-    with run_server(env, tmp_path / "second") as second:
+    with run_server(env, tmp_path / "second", timeout=SERVER_START) as second:
         async with httpx.AsyncClient(headers=headers, timeout=60) as http:
             for key in unanswered:
                 answers[key], waited = await _retry_until_answered(
@@ -172,7 +174,7 @@ async def test_the_statement_of_a_killed_server_stops_and_frees_its_key(
         await blocked.start()
         # The batch's INSERT will wait on this lock for as long as the test keeps it.
         await holder.execute("LOCK TABLE hired_employees IN ACCESS EXCLUSIVE MODE")
-        with run_server(env, tmp_path / "doomed") as doomed:
+        with run_server(env, tmp_path / "doomed", timeout=SERVER_START) as doomed:
             http = httpx.AsyncClient(headers={"X-API-KEY": admin_api_key}, timeout=60)
             request = asyncio.create_task(
                 http.post(doomed.url + BATCH, json=rows, headers={"Idempotency-Key": "doomed"})
@@ -208,7 +210,7 @@ async def test_the_statement_of_a_killed_server_stops_and_frees_its_key(
         await holder.close()
         await watcher.close()
 
-    with run_server(env, tmp_path / "next") as server:
+    with run_server(env, tmp_path / "next", timeout=SERVER_START) as server:
         async with httpx.AsyncClient(headers={"X-API-KEY": admin_api_key}, timeout=60) as http:
             answer, waited = await _retry_until_answered(http, server.url, "doomed", rows)
     assert waited < RETRY_WITHIN
