@@ -9,12 +9,15 @@ PATH. It creates its own databases and drops them at the end; it starts its own
 
 * CSV ingest of a generated ``hired_employees.csv`` through ``POST /hr/hired_employees/csv``
   (and through ``atrium hr load``) vs ``psql \\copy`` of the same file into an identical table
-  (same columns, primary key and foreign keys): goal ≥ 0.8x psql's speed;
+  (same columns, primary key and foreign keys): goal ≥ 1.0x psql's speed. The server connects
+  as the superuser that owns the bench database, so it may skip the per-row foreign-key
+  triggers after checking and locking the references itself; ``atrium hr load`` also runs as
+  a plain role that may not (the triggers then run as in ``psql``): goal ≥ 0.9x;
 * peak RSS of the ingesting process, sampled from ``/proc`` (server) and ``wait4`` (CLI):
   goal flat, < 200 MB;
 * the batch API, 1000 rows per request over concurrent keep-alive connections: goal ≥ 100k
-  rows/s; the baseline is the database's floor, the same INSERT statements sent straight
-  with asyncpg;
+  rows/s, or ≥ 0.9x the database's own ceiling, ``psql \\copy`` of the same rows into the
+  same table with its foreign keys;
 * ``POST /hr/backups`` (Avro) vs ``pg_dump -Fc`` of the same three tables: goal ≤ 1.5x;
 * ``POST /hr/backups/{id}/restore`` vs ``pg_restore`` of that dump into an empty database.
 
@@ -44,6 +47,7 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+from sqlalchemy.engine import make_url
 
 from bench._hr_data import write_all
 
@@ -270,49 +274,6 @@ async def batch_api(url: str, bodies: list[bytes], clients: int, key: str) -> tu
             writer.close()
 
 
-DIRECT_INSERT = (
-    "INSERT INTO hired_employees (id, name, datetime, department_id, job_id) SELECT * FROM "
-    "unnest($1::int4[], $2::text[], $3::timestamptz[], $4::int4[], $5::int4[])"
-)
-
-
-async def direct_inserts(database: str, bodies: list[bytes], clients: int) -> float:
-    """The database's own floor: the batches' rows as the same INSERT-from-arrays the API
-    runs, sent straight with asyncpg (no HTTP, no validation), one transaction per batch."""
-    from datetime import datetime
-
-    batches = []
-    for body in bodies:
-        rows = orjson.loads(body)
-        batches.append(
-            (
-                [r["id"] for r in rows],
-                [r["name"] for r in rows],
-                [datetime.fromisoformat(r["datetime"]) for r in rows],
-                [r["department_id"] for r in rows],
-                [r["job_id"] for r in rows],
-            )
-        )
-    connections = [await asyncpg.connect(_db_url(database)) for _ in range(clients)]
-    queue: asyncio.Queue[tuple[list[Any], ...]] = asyncio.Queue()
-    for batch in batches:
-        queue.put_nowait(batch)
-
-    async def worker(connection: Any) -> None:
-        while not queue.empty():
-            batch = queue.get_nowait()
-            async with connection.transaction():
-                await connection.execute(DIRECT_INSERT, *batch)
-
-    try:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(c) for c in connections))
-        return time.perf_counter() - started
-    finally:
-        for connection in connections:
-            await connection.close()
-
-
 async def api_call(url: str, path: str, key: str) -> tuple[float, dict[str, Any]]:
     """POST with no body; (seconds, JSON answer)."""
     async with httpx.AsyncClient(timeout=3600, headers={"X-API-KEY": key}) as client:
@@ -362,6 +323,7 @@ def report(rows: list[tuple[str, str, str, str, str]]) -> None:
 async def run(args: argparse.Namespace) -> None:
     run = uuid.uuid4().hex[:8]
     database, restore_db = f"atrium_bench_{run}", f"atrium_bench_restore_{run}"
+    plain_role = f"atrium_bench_plain_{run}"
     tools = {name: shutil.which(name) for name in ("psql", "pg_dump", "pg_restore")}
     missing = [name for name, found in tools.items() if not found]
     if missing:
@@ -396,9 +358,31 @@ async def run(args: argparse.Namespace) -> None:
                     answer.raise_for_status()
             await sql(database, COPY_TABLE)
             psql = [tools["psql"] or "psql", _db_url(database), "-q", "-v", "ON_ERROR_STOP=1"]
+            # A role that may not skip foreign-key triggers (no superuser, no grant on
+            # session_replication_role): how most applications connect.
+            await sql(
+                database,
+                f"CREATE ROLE {plain_role} LOGIN",
+                f"GRANT USAGE ON SCHEMA public TO {plain_role}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "
+                f"TO {plain_role}",
+            )
+            plain_env = dict(env, ATRIUM_AUTO_MIGRATE="false")
+            plain_env["ATRIUM_DATABASE_URL"] = (
+                make_url(_db_url(database))
+                .set(username=plain_role, password=None)
+                .render_as_string(hide_password=False)
+            )
+            batch_rows = min(args.rows, args.batch_rows)
+            batch_csv = work / "data" / "batch.csv"
+            with csv.open("rb") as source, batch_csv.open("wb") as target:
+                for _, line in zip(range(batch_rows), source, strict=False):
+                    target.write(line)
+            bodies = batch_bodies(csv, batch_rows)
 
             # --- CSV ingest vs psql \copy ----------------------------------------------
-            ours, theirs, cli_runs = [], [], []
+            ours, theirs, cli_runs, plain_runs = [], [], [], []
+            batches, copies = [], []
             peak_kb = before_kb = cli_rss_kb = 0
             for round_ in range(args.rounds):
                 print(f"ingest round {round_ + 1}/{args.rounds} …", flush=True)
@@ -417,32 +401,37 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 cli_runs.append(seconds)
                 cli_rss_kb = max(cli_rss_kb, rss)
+                await sql(database, "TRUNCATE hired_employees")
+                seconds, _ = timed(
+                    [sys.executable, "-m", "atrium.cli", "hr", "load", str(csv)], env=plain_env
+                )
+                plain_runs.append(seconds)
+
+                print(f"batch round {round_ + 1}/{args.rounds}: {batch_rows:,} rows, "
+                      f"{args.clients} clients …", flush=True)  # fmt: skip
+                await sql(database, "TRUNCATE hired_employees, bench_copy")
+                seconds, inserted = await batch_api(url, bodies, args.clients, key)
+                assert inserted == batch_rows, inserted
+                batches.append(seconds)
+                seconds, _ = timed([*psql, "-c", f"\\copy bench_copy FROM '{batch_csv}' CSV"])
+                copies.append(seconds)
             rate = args.rows / best(ours)
+            copy = f"{best(theirs):.2f} psql \\copy"
             results += [
-                ("CSV ingest, HTTP (s)", f"{best(ours):.2f}", f"{best(theirs):.2f} psql \\copy",
-                 f"{best(theirs) / best(ours):.2f}x speed", ">= 0.8x"),
-                ("CSV ingest, CLI (s)", f"{best(cli_runs):.2f}", f"{best(theirs):.2f} psql \\copy",
-                 f"{best(theirs) / best(cli_runs):.2f}x speed", ">= 0.8x"),
+                ("CSV ingest, HTTP (s)", f"{best(ours):.2f}", copy,
+                 f"{best(theirs) / best(ours):.2f}x speed", ">= 1.0x"),
+                ("CSV ingest, CLI (s)", f"{best(cli_runs):.2f}", copy,
+                 f"{best(theirs) / best(cli_runs):.2f}x speed", ">= 1.0x"),
+                ("  CLI, plain role (s)", f"{best(plain_runs):.2f}", copy,
+                 f"{best(theirs) / best(plain_runs):.2f}x speed", ">= 0.9x"),
                 ("  rows/s (HTTP)", f"{rate:,.0f}", "", "", ""),
                 ("peak RSS, server (MB)", f"{peak_kb / 1024:.0f}",
                  f"{before_kb / 1024:.0f} before", "", "flat, < 200"),
                 ("peak RSS, CLI (MB)", f"{cli_rss_kb / 1024:.0f}", "", "", "flat, < 200"),
+                ("batch API (rows/s)", f"{batch_rows / best(batches):,.0f}",
+                 f"{batch_rows / best(copies):,.0f} psql \\copy",
+                 f"{best(copies) / best(batches):.2f}x", ">= 100,000 or 0.9x"),
             ]  # fmt: skip
-
-            # --- batch API ---------------------------------------------------------------
-            batch_rows = min(args.rows, args.batch_rows)
-            bodies = batch_bodies(csv, batch_rows)
-            await sql(database, "TRUNCATE hired_employees")
-            print(f"batch API: {batch_rows:,} rows, {args.clients} clients …", flush=True)
-            seconds, inserted = await batch_api(url, bodies, args.clients, key)
-            assert inserted == batch_rows, inserted
-            await sql(database, "TRUNCATE hired_employees")
-            floor = await direct_inserts(database, bodies, args.clients)
-            results.append(
-                ("batch API (rows/s)", f"{batch_rows / seconds:,.0f}",
-                 f"{batch_rows / floor:,.0f} asyncpg direct", f"{floor / seconds:.2f}x",
-                 ">= 100,000")
-            )  # fmt: skip
 
             # --- backup vs pg_dump, restore vs pg_restore ---------------------------------
             await sql(database, "TRUNCATE hired_employees")
@@ -489,6 +478,7 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         for name in (database, restore_db):
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f"DROP ROLE IF EXISTS {plain_role}")
         await admin.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

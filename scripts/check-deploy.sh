@@ -213,6 +213,17 @@ assert c["api"]["read_only"] and c["api"]["user"] == "10001:10001"
 ' 2>"$WORK/out" && ok "compose: 3 replicas, one-shot migrate, health checks, read-only non-root" \
     || { cat "$WORK/out" >&2; fail "compose invariants"; }
 
+# compose.mysql.yaml: the same stack on MariaDB. Rendered, it must equal compose.yaml's but for
+# the database service, the URL that names it and the dependencies on it.
+mysql_env=(MARIADB_PASSWORD=check MARIADB_ROOT_PASSWORD=check ATRIUM_ENCRYPTION_KEY=check ATRIUM_TOKEN_SECRET=check)
+check "docker-compose config deploy/compose.mysql.yaml" env "${mysql_env[@]}" docker-compose -f deploy/compose.mysql.yaml config -q
+env "${compose_env[@]}" docker-compose -f deploy/compose.yaml config >"$WORK/compose-pg.yaml" 2>/dev/null
+env "${mysql_env[@]}" docker-compose -f deploy/compose.mysql.yaml config >"$WORK/compose-mysql.yaml" 2>/dev/null
+sed 's/mysql:\/\/atrium/postgresql:\/\/atrium/' "$WORK/compose-mysql.yaml" >"$WORK/compose-mysql-bad.yaml"
+canary "compose variant check" python scripts/deploy_checks.py compose-variant "$WORK/compose-pg.yaml" "$WORK/compose-mysql-bad.yaml"
+check "compose.mysql.yaml = compose.yaml on MariaDB (nothing else differs)" \
+    python scripts/deploy_checks.py compose-variant "$WORK/compose-pg.yaml" "$WORK/compose-mysql.yaml"
+
 # --- verdict ----------------------------------------------------------------------------------
 section "summary"
 for w in "${warnings[@]}"; do printf 'WARNING (not checked): %s\n' "$w"; done

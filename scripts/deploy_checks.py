@@ -4,6 +4,7 @@ deploy_checks.py helm OUT_DIR          lint the chart (strict) and render it, pe
 deploy_checks.py same-shape A B        A and B render the same kinds of objects
 deploy_checks.py hcl FILE…             parse every file with python-hcl2 (+ Nomad rules)
 deploy_checks.py no-replica-migrates FILE…   no rendered API container runs `migrate`
+deploy_checks.py compose-variant PG MYSQL      rendered compose files differ in the database only
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ HELM_VALUE_SETS: dict[str, dict[str, Any]] = {
         "autoscaling": {"enabled": False},
         "secret": {"create": True, "values": {"ATRIUM_TOKEN_SECRET": "x"}},
         "ingress": {"tlsSecret": ""},
+    },
+    "mysql-chart-secret": {
+        "secret": {
+            "create": True,
+            "values": {
+                "ATRIUM_DATABASE_URL": "mysql://atrium:x@mysql.example:3306/atrium?ssl_mode=REQUIRED"
+            },
+        },
     },
     "minimal": {
         "ingress": {"enabled": False},
@@ -156,6 +165,32 @@ def hcl(paths: list[Path]) -> int:
     return status
 
 
+def compose_variant(postgres: Path, mysql: Path) -> int:
+    """``mysql`` is ``postgres`` with MariaDB for PostgreSQL: same services and settings."""
+    pg = yaml.safe_load(postgres.read_text())
+    my = yaml.safe_load(mysql.read_text())
+    problems: list[str] = []
+    pg_services, my_services = dict(pg["services"]), dict(my["services"])
+    if pg_services.pop("postgres", None) is None or my_services.pop("mariadb", None) is None:
+        problems.append("expected a postgres service in one file and a mariadb one in the other")
+    if set(pg_services) != set(my_services):
+        problems.append(f"services differ: {sorted(pg_services)} vs {sorted(my_services)}")
+    for name in sorted(set(pg_services) & set(my_services)):
+        a, b = pg_services[name], my_services[name]
+        for service, db in ((a, "postgres"), (b, "mariadb")):
+            service.get("depends_on", {}).pop(db, None)
+        urls = [s.get("environment", {}).pop("ATRIUM_DATABASE_URL", None) for s in (a, b)]
+        if urls[0] is not None and not (
+            urls[0].startswith("postgresql://") and str(urls[1]).startswith("mysql://")
+        ):
+            problems.append(f"{name}: ATRIUM_DATABASE_URL {urls[1]!r} is not the mysql:// twin")
+        if a != b:
+            problems.append(f"{name}: differs beyond the database")
+    for problem in problems:
+        print(f"compose variant: {problem}")
+    return 1 if problems else 0
+
+
 def main(argv: list[str]) -> int:
     """Dispatch the sub-commands."""
     if not argv:
@@ -168,6 +203,8 @@ def main(argv: list[str]) -> int:
         return same_shape(Path(rest[0]), Path(rest[1]))
     if command == "hcl":
         return hcl([Path(p) for p in rest])
+    if command == "compose-variant":
+        return compose_variant(Path(rest[0]), Path(rest[1]))
     if command == "no-replica-migrates":
         return no_replica_migrates([Path(p) for p in rest])
     print(f"unknown command {command!r}")

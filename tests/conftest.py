@@ -1,8 +1,9 @@
-"""Fixtures: a throw-away database (SQLite, or PostgreSQL when ``ATRIUM_TEST_POSTGRES_URL`` is
-set), Redis under a private key prefix when ``ATRIUM_TEST_REDIS_URL`` is set, one app per
-session, and a clean slate before every test that touches storage.
+"""Fixtures: a throw-away database (SQLite; PostgreSQL when ``ATRIUM_TEST_POSTGRES_URL`` is set;
+MariaDB/MySQL when ``ATRIUM_TEST_MYSQL_URL`` is), Redis under a private key prefix when
+``ATRIUM_TEST_REDIS_URL`` is set, one app per session, and a clean slate before every test
+that touches storage.
 
-Nothing here ever wipes a database it did not create: PostgreSQL tests run in a database made
+Nothing here ever wipes a database it did not create: server tests run in a database made
 for this session and dropped after it, Redis tests only delete keys under their own prefix.
 """
 
@@ -13,6 +14,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.pool import NullPool
 
 from atrium.app import create_app
 from atrium.platform.db import Base
@@ -37,6 +40,14 @@ from tests.support import (
 )
 
 PG_ADMIN_URL = os.environ.get("ATRIUM_TEST_POSTGRES_URL")
+MYSQL_ADMIN_URL = os.environ.get("ATRIUM_TEST_MYSQL_URL")
+if PG_ADMIN_URL and MYSQL_ADMIN_URL:
+    raise pytest.UsageError(
+        "set ATRIUM_TEST_POSTGRES_URL or ATRIUM_TEST_MYSQL_URL, not both: a run tests one engine"
+    )
+SERVER_URL = PG_ADMIN_URL or MYSQL_ADMIN_URL
+BACKEND = "postgresql" if PG_ADMIN_URL else "mysql" if MYSQL_ADMIN_URL else "sqlite"
+_ENGINE_DESELECTED: list[str] = []
 REDIS_URL = os.environ.get("ATRIUM_TEST_REDIS_URL")
 RUN_ID = uuid.uuid4().hex[:10]
 # The admin key every test client sends; re-created after each wipe (see ``admin_api_key``).
@@ -46,19 +57,45 @@ ADMIN_API_KEY = secret(f"atr_test_admin_{RUN_ID}")
 def pytest_report_header() -> list[str]:
     """Say which real backends this run uses (so a log shows what was proven)."""
     return [
-        f"atrium database: {'postgresql' if PG_ADMIN_URL else 'sqlite'}",
+        f"atrium database: {BACKEND}",
         f"atrium redis: {'yes' if REDIS_URL else 'no (in-process)'}",
     ]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``postgres`` are deselected (not silently skipped) without PostgreSQL."""
-    if PG_ADMIN_URL:
-        return
-    deselected = [item for item in items if "postgres" in item.keywords]
+    """Deselect (never silently skip) what this run's engine cannot run.
+
+    ``postgres`` ("needs the real servers") tests run on PostgreSQL and MariaDB/MySQL, not on
+    the embedded default; ``only_on(engine, reason=...)`` tests check one engine's own
+    feature, and the run's summary lists each one deselected with its reason.
+    """
+    keep: list[pytest.Item] = []
+    deselected: list[pytest.Item] = []
+    for item in items:
+        only_on = item.get_closest_marker("only_on")
+        if only_on is not None:
+            reason = only_on.kwargs.get("reason")
+            if not only_on.args or not reason:
+                raise pytest.UsageError(f"{item.nodeid}: only_on needs an engine and a reason")
+            if BACKEND not in only_on.args:
+                _ENGINE_DESELECTED.append(f"{item.nodeid}: {reason}")
+                deselected.append(item)
+                continue
+        if "postgres" in item.keywords and not SERVER_URL:
+            deselected.append(item)
+            continue
+        keep.append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if "postgres" not in item.keywords]
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which tests this engine did not run, and why."""
+    if _ENGINE_DESELECTED:
+        terminalreporter.section(f"not run on {BACKEND} (engine-specific)")
+        for line in _ENGINE_DESELECTED:
+            terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -96,8 +133,8 @@ def no_secret_in_logs() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def backend() -> str:
-    """``postgresql`` or ``sqlite``: what this run's database is."""
-    return "postgresql" if PG_ADMIN_URL else "sqlite"
+    """``postgresql``, ``mysql`` (MariaDB too) or ``sqlite``: what this run's database is."""
+    return BACKEND
 
 
 @pytest.fixture(scope="session")
@@ -109,6 +146,10 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 async def database_url(data_dir: Path) -> AsyncIterator[str]:
     """A database that exists only for this session."""
+    if MYSQL_ADMIN_URL:
+        async with _mysql_database(MYSQL_ADMIN_URL) as url:
+            yield url
+        return
     if not PG_ADMIN_URL:
         yield f"sqlite:///{data_dir / 'atrium.db'}"
         return
@@ -129,6 +170,27 @@ async def database_url(data_dir: Path) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@asynccontextmanager
+async def _mysql_database(admin_url: str) -> AsyncIterator[str]:
+    """A MariaDB/MySQL database for this session, dropped after it (whatever happened)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from atrium.settings import to_async_url
+
+    name = f"atrium_test_{RUN_ID}"
+    admin = create_async_engine(to_async_url(admin_url), poolclass=NullPool)
+    async with admin.connect() as connection:
+        await connection.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    base, _, rest = admin_url.rpartition("/")
+    query = rest.partition("?")[2]
+    try:
+        yield f"{base}/{name}" + (f"?{query}" if query else "")
+    finally:
+        async with admin.connect() as connection:
+            await connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        await admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -164,14 +226,16 @@ def engine(app: FastAPI) -> AsyncEngine:
 async def _wipe(app: FastAPI) -> None:
     import_all_models()
     engine: AsyncEngine = app.state.engine
-    tables = [t.name for t in Base.metadata.sorted_tables]
+    quote = engine.dialect.identifier_preparer.quote
+    tables = [quote(t.name) for t in Base.metadata.sorted_tables]
     async with engine.begin() as connection:
-        if tables and engine.dialect.name == "postgresql":
-            quoted = ", ".join(f'"{t}"' for t in tables)
-            await connection.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+        if tables and BACKEND == "postgresql":
+            await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         else:
+            # Children before parents, so foreign keys hold at every step (a per-test TRUNCATE
+            # would cost MariaDB a table rebuild each).
             for table in reversed(tables):
-                await connection.execute(text(f'DELETE FROM "{table}"'))
+                await connection.execute(text(f"DELETE FROM {table}"))
     redis: Any = app.state.redis
     if redis is not None:
         prefix = app.state.settings.redis_prefix

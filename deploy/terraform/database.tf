@@ -1,9 +1,16 @@
+# The API's database: RDS PostgreSQL (default) here; RDS MySQL or Aurora MySQL in mysql.tf,
+# chosen by var.database_engine. Exactly one of them is created.
+locals {
+  create_postgres = var.database_engine == "postgres"
+}
+
 resource "random_password" "postgres" {
   length  = 32
   special = false
 }
 
 resource "aws_security_group" "postgres" {
+  count       = local.create_postgres ? 1 : 0
   name        = "${local.name}-postgres"
   description = "PostgreSQL reachable from the EKS nodes only"
   vpc_id      = module.vpc.vpc_id
@@ -18,6 +25,7 @@ resource "aws_security_group" "postgres" {
 }
 
 resource "aws_db_parameter_group" "postgres" {
+  count  = local.create_postgres ? 1 : 0
   name   = "${local.name}-pg17"
   family = "postgres17"
 
@@ -35,6 +43,7 @@ resource "aws_db_parameter_group" "postgres" {
 module "postgres" {
   source  = "terraform-aws-modules/rds/aws"
   version = "6.10.0"
+  count   = local.create_postgres ? 1 : 0
 
   identifier = "${local.name}-postgres"
 
@@ -57,10 +66,10 @@ module "postgres" {
 
   multi_az               = true
   db_subnet_group_name   = module.vpc.database_subnet_group_name
-  vpc_security_group_ids = [aws_security_group.postgres.id]
+  vpc_security_group_ids = [aws_security_group.postgres[0].id]
 
   create_db_parameter_group = false
-  parameter_group_name      = aws_db_parameter_group.postgres.name
+  parameter_group_name      = aws_db_parameter_group.postgres[0].name
 
   backup_retention_period             = var.postgres_backup_retention_days
   deletion_protection                 = true

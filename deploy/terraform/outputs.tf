@@ -4,9 +4,13 @@ output "cluster_name" {
 }
 
 output "database_url" {
-  description = "ATRIUM_DATABASE_URL for the atrium-secrets Secret."
-  value       = "postgresql://atrium:${random_password.postgres.result}@${module.postgres.db_instance_endpoint}/atrium?sslmode=require"
-  sensitive   = true
+  description = "ATRIUM_DATABASE_URL for the atrium-secrets Secret (TLS required), for the chosen database_engine."
+  value = {
+    postgres       = local.create_postgres ? "postgresql://atrium:${random_password.postgres.result}@${module.postgres[0].db_instance_endpoint}/atrium?sslmode=require" : null
+    mysql          = local.create_mysql ? "mysql://atrium:${random_password.mysql.result}@${module.mysql[0].db_instance_endpoint}/atrium?ssl_mode=REQUIRED" : null
+    "aurora-mysql" = local.create_aurora_mysql ? "mysql://atrium:${random_password.mysql.result}@${module.aurora_mysql[0].cluster_endpoint}:3306/atrium?ssl_mode=REQUIRED" : null
+  }[var.database_engine]
+  sensitive = true
 }
 
 output "redis_url" {

@@ -55,6 +55,35 @@ variable "cluster_admin_cidrs" {
   default     = []
 }
 
+variable "database_engine" {
+  description = "Database of the API: \"postgres\" (RDS PostgreSQL), \"mysql\" (RDS MySQL 8) or \"aurora-mysql\" (Aurora MySQL 3). The instance class, storage and backup variables below apply to whichever is chosen."
+  type        = string
+  default     = "postgres"
+
+  validation {
+    condition     = contains(["postgres", "mysql", "aurora-mysql"], var.database_engine)
+    error_message = "database_engine must be postgres, mysql or aurora-mysql."
+  }
+}
+
+variable "mysql_version" {
+  description = "RDS MySQL engine version (database_engine = \"mysql\"); 8.0.13 or later."
+  type        = string
+  default     = "8.0.40"
+}
+
+variable "aurora_mysql_version" {
+  description = "Aurora MySQL engine version (database_engine = \"aurora-mysql\"); version 3 is MySQL 8 compatible."
+  type        = string
+  default     = "8.0.mysql_aurora.3.08.0"
+}
+
+variable "aurora_mysql_instance_class" {
+  description = "Instance class of the two Aurora MySQL instances (writer and reader); Aurora takes db.r* and db.t* classes."
+  type        = string
+  default     = "db.r6g.large"
+}
+
 variable "postgres_version" {
   description = "RDS PostgreSQL engine version."
   type        = string

@@ -222,7 +222,7 @@ class Settings(BaseSettings):
                 if value is None
             ]
             if missing:
-                raise ValueError(f"production with PostgreSQL needs {', '.join(missing)}")
+                raise ValueError(f"production with a database server needs {', '.join(missing)}")
         return self
 
     @property
@@ -249,7 +249,11 @@ class Settings(BaseSettings):
 
 
 def to_async_url(url: str) -> str:
-    """Map a plain database URL to the async driver we measured fastest (asyncpg / aiosqlite)."""
+    """Map a plain database URL to the async driver we measured fastest for its engine.
+
+    ``postgresql://`` → asyncpg, ``mysql://``/``mariadb://`` → asyncmy, ``sqlite://`` →
+    aiosqlite; a ``+driver`` the user wrote is replaced, since only these are tested.
+    """
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise ValueError("database URL must look like postgresql://user@host/db")
@@ -257,9 +261,15 @@ def to_async_url(url: str) -> str:
     if base in {"postgres", "postgresql"}:
         # asyncpg calls libpq's ``sslmode`` just ``ssl``; accept what users copy from libpq docs.
         return "postgresql+asyncpg://" + rest.replace("sslmode=", "ssl=")
+    if base in {"mysql", "mariadb"}:
+        # One dialect name for both servers: SQLAlchemy tells MariaDB from MySQL on connect.
+        return "mysql+asyncmy://" + rest
     if base == "sqlite":
         return "sqlite+aiosqlite://" + rest
-    raise ValueError(f"unsupported database scheme {scheme!r}: use postgresql:// or sqlite://")
+    raise ValueError(
+        f"unsupported database scheme {scheme!r}: use postgresql://, mysql://, mariadb:// "
+        "or sqlite://"
+    )
 
 
 @lru_cache

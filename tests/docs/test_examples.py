@@ -39,6 +39,7 @@ def test_the_readme_and_the_area_pages_have_examples_that_run() -> None:
         "docs/certificates.md",
         "docs/api-keys.md",
         "docs/operations.md",
+        "docs/templates.md",
     } <= names
 
 

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atrium.hr import rows as r
+from atrium.hr.bulk.postgres_csv import copy_csv, fast_lines
 from atrium.hr.csvstream import (
     LINES,
     NOT_TEXT,
@@ -23,7 +24,6 @@ from atrium.hr.csvstream import (
     line_blocks,
     record_blocks,
 )
-from atrium.hr.pgcsv import copy_csv, fast_lines
 
 
 @pytest.mark.parametrize(

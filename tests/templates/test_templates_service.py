@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.platform.conditional import if_match_holds, if_none_match_hits
 from atrium.templates import service
+from atrium.templates.models import Template
 from atrium.templates.schemas import TemplateIn
 
 
@@ -35,9 +36,11 @@ async def test_modified_moves_on_raw_updates_too(session: AsyncSession) -> None:
     await session.commit()
     before = created.modified
     for _ in range(3):
+        # Not the service's UPDATE (which sets ``modified`` itself): a bare one.
         await session.execute(
-            text("UPDATE templates SET content = content || 'x' WHERE tidx = :tidx"),
-            {"tidx": created.tidx},
+            update(Template)
+            .where(Template.tidx == created.tidx)
+            .values(content=Template.content + "x")
         )
     await session.commit()
     session.expunge_all()

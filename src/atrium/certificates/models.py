@@ -4,21 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    func,
-    text,
-)
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from atrium.platform.db import Base, BigIntPK
+from atrium.platform.db import Base
+from atrium.platform.sqltypes import BigIntPK, LongText, UtcDateTime, server_now
 
 
 class User(Base):
@@ -37,8 +27,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     # Bumped when the password changes: tokens carry it, so older tokens stop working.
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=server_now())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=server_now())
 
 
 class Certificate(Base):
@@ -52,12 +42,12 @@ class Certificate(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
-    body: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(LongText)
     active: Mapped[bool] = mapped_column(Boolean)
     # ``<key id>:<base64(nonce || AES-GCM ciphertext+tag)>``; never the plaintext.
-    private_key_encrypted: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    private_key_encrypted: Mapped[str] = mapped_column(LongText)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=server_now())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, server_default=server_now())
 
 
 class CertificateEvent(Base):
@@ -83,12 +73,12 @@ class CertificateEvent(Base):
     certificate_id: Mapped[int] = mapped_column(BigInteger)
     user_id: Mapped[int] = mapped_column(BigInteger)
     active: Mapped[bool] = mapped_column(Boolean)
-    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # The exact JSON bytes POSTed (and signed), fixed when the change is made.
-    payload: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(LongText)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
     lease_owner: Mapped[str | None] = mapped_column(String(64), default=None)
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-    last_error: Mapped[str | None] = mapped_column(Text, default=None)
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    last_error: Mapped[str | None] = mapped_column(LongText, default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from atrium import __version__
 from atrium.certificates.models import CertificateEvent
 from atrium.platform.metrics import WEBHOOK_DELIVERIES, WEBHOOK_RETRIES
+from atrium.platform.sql import claim
 from atrium.settings import Settings
 
 log = logging.getLogger("atrium.certificates.outbox")
@@ -221,7 +222,7 @@ class OutboxWorker:
 
     def _heads(self, now: datetime) -> Any:
         """Due, unleased events that are the oldest undelivered one of their certificate."""
-        event = _events.alias("e")
+        event = _events.alias("e")  # an alias: the claim's UPDATE must not correlate to it
         earlier = _events.alias("p")
         return (
             select(event.c.id)
@@ -237,25 +238,22 @@ class OutboxWorker:
             )
             .order_by(event.c.id)
             .limit(self.batch_size)
-            .with_for_update(skip_locked=True, of=event)
         )
 
     async def _claim(self) -> list[_Claimed]:
         now = utcnow()
-        statement = (
-            update(_events)
-            .where(_events.c.id.in_(self._heads(now)))
-            .values(
-                lease_owner=self.owner,
-                lease_until=now + self.lease,
-                attempts=_events.c.attempts + 1,
-            )
-            .returning(
-                _events.c.id, _events.c.certificate_id, _events.c.payload, _events.c.attempts
-            )
-        )
         async with self.sessionmaker() as session, session.begin():
-            rows = (await session.execute(statement)).all()
+            rows = await claim(
+                session,
+                _events,
+                self._heads(now),
+                {
+                    "lease_owner": self.owner,
+                    "lease_until": now + self.lease,
+                    "attempts": _events.c.attempts + 1,
+                },
+                (_events.c.id, _events.c.certificate_id, _events.c.payload, _events.c.attempts),
+            )
         claimed = [_Claimed(row[0], row[1], row[2], row[3]) for row in rows]
         claimed.sort(key=lambda c: c.id)
         return claimed

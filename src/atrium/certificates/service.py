@@ -39,6 +39,7 @@ from atrium.certificates.tokens import (
 from atrium.platform.cache import Cache
 from atrium.platform.db import after_commit
 from atrium.platform.errors import AtriumError, Conflict, NotFound, Unauthorized
+from atrium.platform.sql import update_returning
 
 log = logging.getLogger("atrium.certificates")
 
@@ -389,17 +390,19 @@ async def set_active(
     now = utcnow()
     # Conditional UPDATE: of concurrent identical requests only one sees a change (PostgreSQL
     # re-checks the WHERE after the row lock), so one change means one event.
-    changed = await session.execute(
+    changed = await update_returning(
+        session,
         update(Certificate)
         .where(
             Certificate.id == certificate_id,
             Certificate.user_id == user_id,
             Certificate.active.is_not(active),
         )
-        .values(active=active, updated_at=now)
-        .returning(Certificate.body)
+        .values(active=active, updated_at=now),
+        (Certificate.body,),
+        reread=(Certificate.id == certificate_id,),
     )
-    row = changed.first()
+    row = changed[0] if changed else None
     if row is not None:
         record_change(
             session,

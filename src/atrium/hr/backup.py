@@ -6,16 +6,16 @@ sha256. The manifest is written last and is what makes a backup exist: a crash m
 leaves no listed backup (blobs appear only complete, see the store's contract).
 
 Schemas carry no nullable unions (every column is NOT NULL, and unions halve fastavro's
-speed); ``datetime`` is ``long``/``timestamp-micros`` (UTC). On PostgreSQL the table is read
-in one REPEATABLE READ snapshot with a server-side cursor, the micros are computed by the
-server, and chunks are encoded in a worker thread while the next chunk is fetched.
+speed); ``datetime`` is ``long``/``timestamp-micros`` (UTC). The tables are read from one
+consistent snapshot, in chunks the engine's loader (:mod:`atrium.hr.bulk`) fetches its
+fastest way; chunks are encoded in a worker thread while the next chunk is fetched.
 
 A restore first copies every requested file to a private temporary file while hashing it,
 and refuses the whole restore (nothing changed) if a file is missing, altered or not the Avro
-we wrote. Then, in ONE transaction, it empties the tables and loads them; on PostgreSQL the
-foreign keys are dropped for the load and re-added after it, which validates them with one
-join instead of a trigger call per row (what pg_restore does too). A violation aborts the
-transaction: the old contents stay.
+we wrote. Then, in ONE transaction, the loader empties the tables and loads them, checking
+the foreign keys once for the whole load where the engine can (on PostgreSQL they are dropped
+for the load and re-added after it, as pg_restore does). A violation aborts the transaction:
+the old contents stay.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 import fastavro
-from sqlalchemy import delete, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from atrium.hr.bulk import Loader, loader_for
+from atrium.hr.bulk.base import Chunk
 from atrium.hr.errors import BackupCorrupt, BackupNotFound, RestoreConflict
-from atrium.hr.ingest import table_of
 from atrium.hr.rows import TABLE_NAMES, TABLES, TableSpec
 from atrium.hr.schemas import Backup, BackupTable
 from atrium.platform.metrics import HR_BACKUP_DURATION, HR_RESTORE_DURATION
@@ -111,7 +111,7 @@ class _Container:
         fastavro.writer(buffer, schema, [], codec=CODEC, sync_marker=self.marker)
         self.header = buffer.getvalue()
 
-    def blocks(self, chunk: _Chunk) -> bytes:
+    def blocks(self, chunk: Chunk) -> bytes:
         """One block holding a chunk's rows, without the header."""
         names, columns = chunk
         records = _dicts(names, columns) if isinstance(columns, tuple) else columns
@@ -126,11 +126,6 @@ class _Container:
         return data[len(self.header) :]
 
 
-# A chunk: column names, and either the column arrays (turned into records by the thread
-# that encodes them) or records already.
-_Chunk = tuple[tuple[str, ...], tuple[list[Any], ...] | list[dict[str, Any]]]
-
-
 def _dicts(names: tuple[str, ...], columns: tuple[list[Any], ...]) -> list[dict[str, Any]]:
     """Column arrays to the dicts fastavro wants; a dict display is ~2x faster than
     ``dict(zip(...))`` per row (measured), hence the spelled-out shapes of our tables."""
@@ -143,45 +138,8 @@ def _dicts(names: tuple[str, ...], columns: tuple[list[Any], ...]) -> list[dict[
     return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
-async def _postgres_chunks(connection: AsyncConnection, spec: TableSpec) -> AsyncIterator[_Chunk]:
-    # Each chunk comes back as one row of column arrays (keyset pagination on the primary
-    # key): asyncpg then builds plain lists in C instead of a Record per row, which made
-    # fetching ~2.5x faster (measured). The server also turns timestamps into epoch micros.
-    raw: Any = (await connection.get_raw_connection()).driver_connection
-    names = spec.column_names
-    # The aggregates read the same rows in the same order, so the arrays line up; which order
-    # that is does not matter (a restore does not care), so no ORDER BY inside them: that
-    # would sort each chunk once per column.
-    arrays = ", ".join(
-        f"array_agg((extract(epoch FROM {c.name}) * 1000000)::int8)"
-        if c.kind == "datetime"
-        else f"array_agg({c.name})"
-        for c in spec.columns
-    )
-    query = (
-        f"SELECT max(id), {arrays} FROM (SELECT * FROM {spec.name} "  # noqa: S608
-        f"WHERE id > $1::int8 ORDER BY id LIMIT {FETCH_ROWS}) chunk"
-    )
-    statement = await raw.prepare(query)
-    after = -(2**31) - 1
-    while True:
-        last, *columns = await statement.fetchrow(after)
-        if last is None:
-            return
-        yield names, tuple(columns)
-        after = last
-
-
-async def _sqlite_chunks(connection: AsyncConnection, spec: TableSpec) -> AsyncIterator[_Chunk]:
-    table = table_of(spec)
-    names = spec.column_names
-    result = await connection.stream(select(table).order_by(table.c.id))
-    async for partition in result.partitions(FETCH_ROWS):
-        yield names, [dict(zip(names, row, strict=True)) for row in partition]
-
-
 async def _write_table(
-    connection: AsyncConnection, store: BlobStore, key: str, spec: TableSpec, postgres: bool
+    connection: AsyncConnection, store: BlobStore, key: str, spec: TableSpec, loader: Loader
 ) -> BackupTable:
     container = _Container(_PARSED[spec.name])
     digest = hashlib.sha256()
@@ -193,7 +151,7 @@ async def _write_table(
         size += len(data)
         await out.write(data)
 
-    chunks = _postgres_chunks(connection, spec) if postgres else _sqlite_chunks(connection, spec)
+    chunks = loader.read_chunks(connection, spec)
     async with store.open_write(key) as out:
         await put(container.header)
         pending: asyncio.Future[bytes] | None = None
@@ -212,19 +170,15 @@ async def create_backup(engine: AsyncEngine, store: BlobStore) -> Backup:
     """Write every HR table, from one consistent snapshot, and then the manifest."""
     started = time.perf_counter()
     backup_id = new_backup_id()
-    postgres = engine.dialect.name == "postgresql"
-    options: dict[str, Any] = {"isolation_level": "REPEATABLE READ"} if postgres else {}
+    loader = loader_for(engine)
     tables: dict[str, BackupTable] = {}
     async with engine.connect() as connection:
-        connection = await connection.execution_options(**options)
-        async with connection.begin():
-            if postgres:
-                await connection.execute(text("SET TRANSACTION READ ONLY"))
-                await connection.execute(text("SET LOCAL statement_timeout = 0"))
-            for name in TABLE_NAMES:
-                tables[name] = await _write_table(
-                    connection, store, f"{backup_id}/{name}.avro", TABLES[name], postgres
-                )
+        connection = await loader.begin_snapshot(connection)
+        for name in TABLE_NAMES:
+            tables[name] = await _write_table(
+                connection, store, f"{backup_id}/{name}.avro", TABLES[name], loader
+            )
+        await connection.rollback()  # read only: nothing to commit
     manifest = Backup(
         id=backup_id,
         created_at=datetime.now(UTC).replace(microsecond=0),
@@ -329,82 +283,6 @@ async def _records(spool: IO[bytes], spec: TableSpec, counter: list[int]) -> Asy
             yield row
 
 
-# (constraint, column, referenced table), named as the migration names them.
-_FOREIGN_KEYS = [
-    (f"fk_hired_employees_{c.name}_{c.references}", c.name, c.references)
-    for c in TABLES["hired_employees"].columns
-    if c.references
-]
-
-
-async def _restore_postgres(
-    connection: AsyncConnection, backup: Backup, spools: dict[str, IO[bytes]]
-) -> dict[str, int]:
-    await connection.execute(text("SET LOCAL statement_timeout = 0"))
-    await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('atrium.hr.restore'))"))
-    raw: Any = (await connection.get_raw_connection()).driver_connection
-    drops = ", ".join(f"DROP CONSTRAINT {name}" for name, _, _ in _FOREIGN_KEYS)
-    await raw.execute(f"ALTER TABLE hired_employees {drops}")
-    await raw.execute(f"TRUNCATE {', '.join(spools)}")
-    counts: dict[str, int] = {}
-    for name, spool in spools.items():
-        spec = TABLES[name]
-        counter = [0]
-        await raw.copy_records_to_table(
-            name, records=_records(spool, spec, counter), columns=list(spec.column_names)
-        )
-        counts[name] = counter[0]
-    adds = ", ".join(
-        f"ADD CONSTRAINT {name} FOREIGN KEY ({column}) REFERENCES {target} (id)"
-        for name, column, target in _FOREIGN_KEYS
-    )
-    import asyncpg
-
-    try:
-        await raw.execute(f"ALTER TABLE hired_employees {adds}")
-    except asyncpg.ForeignKeyViolationError as exc:
-        raise RestoreConflict(
-            f"restoring {', '.join(spools)} would leave hired_employees naming missing rows "
-            f"({exc.detail or exc}); restore the referenced tables too. Nothing was changed."
-        ) from exc
-    return counts
-
-
-async def _restore_sqlite(
-    connection: AsyncConnection, backup: Backup, spools: dict[str, IO[bytes]]
-) -> dict[str, int]:
-    # A write opens the transaction first: the pragma lasts until that transaction ends, and
-    # defers foreign-key checks to COMMIT so the tables can be emptied in any order.
-    await connection.execute(text("DELETE FROM departments WHERE 0"))
-    await connection.execute(text("PRAGMA defer_foreign_keys = ON"))
-    for name in reversed(TABLE_NAMES):
-        if name in spools:
-            await connection.execute(delete(table_of(TABLES[name])))
-    counts: dict[str, int] = {}
-    for name, spool in spools.items():
-        spec = TABLES[name]
-        table = table_of(spec)
-        counter = [0]
-        batch: list[dict[str, Any]] = []
-        async for row in _records(spool, spec, counter):
-            batch.append(dict(zip(spec.column_names, row, strict=True)))
-            if len(batch) >= FETCH_ROWS:
-                await connection.execute(insert(table), batch)
-                batch = []
-        if batch:
-            await connection.execute(insert(table), batch)
-        counts[name] = counter[0]
-    violations = (await connection.execute(text("PRAGMA foreign_key_check"))).all()
-    if violations:
-        first = violations[0]
-        raise RestoreConflict(
-            f"restoring {', '.join(spools)} would leave {len(violations)} row(s) of {first[0]} "
-            f"naming missing {first[2]} (e.g. rowid {first[1]}); restore the referenced tables "
-            "too. Nothing was changed."
-        )
-    return counts
-
-
 async def restore_backup(
     engine: AsyncEngine, store: BlobStore, backup_id: str, tables: Sequence[str] | None = None
 ) -> dict[str, int]:
@@ -421,10 +299,7 @@ async def restore_backup(
                 await _verified_copy(store, backup, name, spool)
             async with engine.begin() as connection:
                 try:
-                    if engine.dialect.name == "postgresql":
-                        counts = await _restore_postgres(connection, backup, spools)
-                    else:
-                        counts = await _restore_sqlite(connection, backup, spools)
+                    counts = await loader_for(engine).restore(connection, spools, _records)
                 except IntegrityError as exc:
                     raise RestoreConflict(
                         f"restoring {', '.join(wanted)} would break a foreign key; nothing "

@@ -1,7 +1,7 @@
 """What an HR row is: the three tables' columns and the validation rules every path shares.
 
-The JSON batch API, the SQLite CSV path and the CLI validate rows here, in Python; the
-PostgreSQL CSV path validates the same rules set-based in SQL (:mod:`atrium.hr.pgcsv`), with
+The JSON batch API and the portable CSV path validate rows here, in Python; the PostgreSQL
+and MariaDB CSV paths validate the same rules set-based in SQL (:mod:`atrium.hr.bulk`), with
 the same reason texts, so a row is rejected for the same reason whichever way it came in.
 """
 

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.hr import ingest
+from atrium.hr.bulk.base import table_of
 from atrium.hr.errors import BackupStoreUnavailable, UnknownTable
 from atrium.hr.rows import TABLE_NAMES, TABLES, TableSpec
 from atrium.hr.summary import IngestResult
@@ -70,7 +71,7 @@ async def list_rows(
     session: AsyncSession, spec: TableSpec, *, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of a table ordered by id, and the table's row count."""
-    table = ingest.table_of(spec)
+    table = table_of(spec)
     total = (await session.execute(select(func.count()).select_from(table))).scalar_one()
     result = await session.execute(select(table).order_by(table.c.id).limit(limit).offset(offset))
     return [dict(row) for row in result.mappings()], total

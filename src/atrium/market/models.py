@@ -8,7 +8,8 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, CheckConstraint, Date, Index, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from atrium.platform.db import Base, BigIntPK
+from atrium.platform.db import Base
+from atrium.platform.sqltypes import BigIntPK
 
 # AlphaVantage quotes prices with four decimals; 14 integer digits leave room for any share.
 PRICE_PRECISION, PRICE_SCALE = 18, 4

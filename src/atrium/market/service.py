@@ -25,8 +25,8 @@ from atrium.market.errors import (
     UnknownSymbolError,
 )
 from atrium.market.models import PRICE_SCALE, SYMBOL_MAX_LENGTH, FinancialData
-from atrium.platform.db import is_postgres
 from atrium.platform.metrics import MARKET_SYNCS
+from atrium.platform.sql import code_point_order, upsert
 
 log = logging.getLogger("atrium.market")
 
@@ -191,16 +191,6 @@ def recent(rows: Sequence[PriceRow], days: int) -> list[PriceRow]:
 # --- writing ------------------------------------------------------------------------------
 
 
-def _insert(session: AsyncSession) -> Any:
-    if is_postgres(session):
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(FinancialData)
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(FinancialData)
-
-
 async def upsert_prices(session: AsyncSession, rows: Iterable[PriceRow]) -> UpsertResult:
     """Insert new days, update changed ones, leave identical ones alone (so a rerun is a no-op)."""
     latest: dict[tuple[str, dt.date], PriceRow] = {}
@@ -249,15 +239,11 @@ async def upsert_prices(session: AsyncSession, rows: Iterable[PriceRow]) -> Upse
             )
         if not pending:
             continue
-        # ON CONFLICT keeps a concurrent sync from failing on the unique (symbol, date).
-        statement = _insert(session)
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c.symbol, table.c.date],
-            set_={
-                "open_price": statement.excluded.open_price,
-                "close_price": statement.excluded.close_price,
-                "volume": statement.excluded.volume,
-            },
+        # An upsert keeps a concurrent sync from failing on the unique (symbol, date).
+        statement = upsert(
+            table,
+            keys=(table.c.symbol, table.c.date),
+            update=(table.c.open_price, table.c.close_price, table.c.volume),
         )
         await session.execute(statement, pending)
     return UpsertResult(inserted=inserted, updated=updated, unchanged=unchanged)
@@ -359,7 +345,7 @@ async def list_prices(
             table.c.volume,
         )
         .where(*where)
-        .order_by(table.c.date, table.c.symbol)
+        .order_by(table.c.date, code_point_order(table.c.symbol))
         .limit(limit)
         .offset((page - 1) * limit)
     )

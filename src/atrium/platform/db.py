@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import BigInteger, Integer, MetaData, event
+from sqlalchemy import URL, MetaData, event, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -27,9 +28,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# SQLite only auto-increments an INTEGER PRIMARY KEY, never a BIGINT one.
-BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
-
 
 class Base(DeclarativeBase):
     """Declarative base; all models share one metadata (and so one Alembic history)."""
@@ -38,13 +36,21 @@ class Base(DeclarativeBase):
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    """Build the process's engine: pooled asyncpg for PostgreSQL, WAL-mode SQLite otherwise."""
+    """Build the process's engine: pooled asyncpg or asyncmy, or WAL-mode SQLite."""
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    pool: dict[str, Any] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout,
+        "pool_pre_ping": True,
+    }
+    if url.startswith("mysql"):
+        return _create_mysql_engine(url, settings, pool)
     connect_args: dict[str, Any] = {
         "server_settings": {
             "application_name": "atrium",
@@ -54,14 +60,81 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "client_connection_check_interval": str(settings.db_client_check_interval_ms),
         },
     }
-    return create_async_engine(
-        url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout,
-        pool_pre_ping=True,
+    return create_async_engine(url, connect_args=connect_args, **pool)
+
+
+# What every MySQL/MariaDB session runs with, whatever the server's defaults: errors instead of
+# silently truncated or zeroed values, and UTC for NOW()/CURRENT_TIMESTAMP (DATETIME columns
+# hold naive UTC). Set in the handshake's init command, before SQLAlchemy reads the mode.
+MYSQL_SQL_MODE = (
+    "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
+    "NO_ENGINE_SUBSTITUTION,ONLY_FULL_GROUP_BY"
+)
+
+
+def _mysql_tls(url: URL) -> tuple[URL, ssl.SSLContext | None]:
+    """Take MySQL's own ``ssl-mode`` option off the URL (the driver has no such argument).
+
+    ``REQUIRED`` encrypts without checking the certificate, like libpq's ``sslmode=require``;
+    ``VERIFY_CA`` / ``VERIFY_IDENTITY`` check it against the system's CAs (or ``ssl_ca=…``,
+    which the driver takes itself); ``DISABLED`` / ``PREFERRED`` leave TLS to the driver.
+    """
+    names = [n for n in url.query if n.replace("-", "_").lower() in {"ssl_mode", "sslmode"}]
+    if not names:
+        return url, None
+    mode = str(url.query[names[0]]).upper()
+    url = url.difference_update_query(names)
+    if mode in {"DISABLED", "DISABLE", "PREFERRED", "PREFER", "ALLOW"}:
+        return url, None
+    cafile = url.query.get("ssl_ca")
+    context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    if mode in {"REQUIRED", "REQUIRE"}:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif mode in {"VERIFY_CA", "VERIFY-CA"}:
+        context.check_hostname = False
+    elif mode not in {"VERIFY_IDENTITY", "VERIFY-FULL", "VERIFY_FULL"}:
+        raise ValueError(f"unknown ssl-mode {mode!r} in the database URL")
+    return url.difference_update_query(["ssl_ca"]), context
+
+
+def _create_mysql_engine(url: str, settings: Settings, pool: dict[str, Any]) -> AsyncEngine:
+    parsed, tls = _mysql_tls(make_url(url))
+    connect_args: dict[str, Any] = {
+        "charset": "utf8mb4",  # 4-byte UTF-8 (emoji) on the wire; tables are utf8mb4 too
+        "init_command": f"SET SESSION sql_mode='{MYSQL_SQL_MODE}', time_zone='+00:00', sql_notes=0",
+        # HR's bulk loader streams CSV through LOAD DATA LOCAL INFILE; the only server that
+        # can ask for a file is the one ATRIUM_DATABASE_URL names.
+        "local_infile": True,
+    }
+    if tls is not None:
+        connect_args["ssl"] = tls
+    engine = create_async_engine(
+        parsed,
         connect_args=connect_args,
+        # PostgreSQL's default, so concurrent requests see the same things on both engines
+        # (InnoDB's REPEATABLE READ would pin a snapshot for the whole transaction).
+        isolation_level="READ COMMITTED",
+        # Servers (and proxies in front of them) drop idle connections after wait_timeout.
+        pool_recycle=3600,
+        **pool,
     )
+    timeout_ms = settings.db_statement_timeout_ms
+
+    def statement_timeout(dbapi_connection: Any, _record: Any) -> None:
+        # MariaDB and MySQL name (and scale) the limit differently; the dialect knows which
+        # server this is once the first connection is made, before this runs.
+        if not timeout_ms:
+            return
+        cursor = dbapi_connection.cursor()
+        if getattr(engine.dialect, "is_mariadb", False):
+            cursor.execute(f"SET SESSION max_statement_time = {timeout_ms / 1000:.3f}")
+        else:
+            cursor.execute(f"SET SESSION max_execution_time = {int(timeout_ms)}")
+        cursor.close()
+
+    event.listen(engine.sync_engine, "connect", statement_timeout)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -28,6 +28,12 @@ _BY_SQLSTATE: dict[str, Contention] = {
     "40001": "deadlock",  # serialization_failure (MySQL/MariaDB: ER_LOCK_DEADLOCK)
     "55P03": "busy",  # lock_not_available (lock_timeout, NOWAIT)
 }
+# MySQL/MariaDB error numbers (their drivers report no SQLSTATE attribute).
+_BY_MYSQL_ERRNO: dict[int, Contention] = {
+    1213: "deadlock",  # ER_LOCK_DEADLOCK
+    1205: "busy",  # ER_LOCK_WAIT_TIMEOUT (innodb_lock_wait_timeout)
+    3572: "busy",  # ER_LOCK_NOWAIT
+}
 # SQLite primary result codes (extended codes carry them in the low byte).
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
@@ -39,6 +45,10 @@ def contention(exc: DBAPIError) -> Contention | None:
     sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
     if isinstance(sqlstate, str) and sqlstate in _BY_SQLSTATE:
         return _BY_SQLSTATE[sqlstate]
+    if original is not None and type(original).__module__.startswith(("asyncmy", "pymysql")):
+        errno = original.args[0] if original.args else None
+        if isinstance(errno, int) and errno in _BY_MYSQL_ERRNO:
+            return _BY_MYSQL_ERRNO[errno]
     code = getattr(original, "sqlite_errorcode", None)
     if isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
         return "busy"

@@ -237,6 +237,19 @@ async def send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
+async def send_unavailable(scope: Scope, send: Send, what: str) -> None:
+    """503 with ``Retry-After: 1`` from a pure ASGI middleware: ``what`` cannot be reached."""
+    await send_problem(
+        scope,
+        send,
+        503,
+        "unavailable",
+        "Service Unavailable",
+        f"{what} cannot be reached; retry shortly",
+        {"Retry-After": "1"},
+    )
+
+
 def _validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     # The offending input is deliberately not echoed: it may be a password or a private key.
     out = []

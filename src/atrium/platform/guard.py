@@ -41,8 +41,9 @@ from atrium.platform.apikeys import (
 )
 from atrium.platform.clientip import ClientIpResolver
 from atrium.platform.conditional import if_none_match_hits, unpack_representation
-from atrium.platform.errors import send_problem
+from atrium.platform.errors import send_problem, send_unavailable
 from atrium.platform.fastredis import PipelinedScripts
+from atrium.platform.headers import header
 from atrium.platform.idempotency import build_idempotency_store
 from atrium.platform.metrics import CACHE_REQUESTS, RATE_LIMIT_REJECTIONS
 from atrium.platform.ratelimit import (
@@ -131,11 +132,9 @@ class GuardMiddleware:
         if scope["type"] != "http" or is_exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
-        key = None
-        for name, value in scope["headers"]:
-            if name == b"x-api-key":
-                key = value.decode("latin-1").strip()
-                break
+        key = header(scope, b"x-api-key")
+        if key is not None:
+            key = key.strip()
         limiter: Limiter = self.state.limiter
         state = scope.setdefault("state", {})
         decision: Decision | None = None
@@ -179,15 +178,7 @@ class GuardMiddleware:
                     bucket = "anonymous"
                     decision = await limiter.hit(f"ip:{ip}", self.settings.rate_limit)
         except LimiterUnavailable:
-            await send_problem(
-                scope,
-                send,
-                503,
-                "unavailable",
-                "Service Unavailable",
-                "the rate limiter cannot be reached; retry shortly",
-                {"Retry-After": "1"},
-            )
+            await send_unavailable(scope, send, "the rate limiter")
             return
         if decision is None:  # backend down and failing open: serve, unlimited
             await self.app(scope, receive, send)
@@ -217,8 +208,8 @@ async def _serve_cached(
     headers: list[tuple[bytes, bytes]] = [(b"etag", etag.encode())]
     if decision is not None:
         headers += decision.headers()
-    for name, header in scope["headers"]:
-        if name == b"if-none-match" and if_none_match_hits(header.decode("latin-1"), etag):
+    for name, value in scope["headers"]:
+        if name == b"if-none-match" and if_none_match_hits(value.decode("latin-1"), etag):
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return

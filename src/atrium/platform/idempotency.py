@@ -43,8 +43,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import orjson
-from sqlalchemy import BigInteger, Integer, LargeBinary, String, Table, Text, delete, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import BigInteger, Integer, String, Table, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 from starlette.datastructures import State
@@ -52,8 +51,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atrium.platform.clientip import ClientIpResolver
 from atrium.platform.db import OWNED_SESSION, Base, rollback, run_after_commit
-from atrium.platform.errors import AtriumError, send_problem
+from atrium.platform.errors import AtriumError, send_problem, send_unavailable
+from atrium.platform.headers import header
 from atrium.platform.metrics import IDEMPOTENT_REPLAYS
+from atrium.platform.sql import insert_ignore
+from atrium.platform.sqltypes import LongBinary, LongText
 from atrium.settings import Settings
 
 log = logging.getLogger("atrium.idempotency")
@@ -91,8 +93,8 @@ class IdempotencyRow(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     token: Mapped[str] = mapped_column(String(32))  # unused since answers commit with the work
     status: Mapped[int | None] = mapped_column(Integer)
-    headers: Mapped[str | None] = mapped_column(Text)
-    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    headers: Mapped[str | None] = mapped_column(LongText)
+    body: Mapped[bytes | None] = mapped_column(LongBinary)
     expires_ms: Mapped[int] = mapped_column(BigInteger, index=True)
 
 
@@ -128,8 +130,8 @@ class IdempotencyStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._next_purge = 0.0
+        # The one engine difference here: which key lock dies with its transaction.
         postgres = engine.dialect.name == "postgresql"
-        self._insert = postgresql.insert if postgres else sqlite.insert
         self.lock: KeyLock = _advisory_lock if postgres else _no_lock
 
     async def lookup(self, session: AsyncSession, scope: str, key: str) -> Stored | None:
@@ -159,23 +161,24 @@ class IdempotencyStore:
         """Add the answer to the session's transaction; ``False`` when the key already holds
         an unexpired answer (an expired one is replaced)."""
         now = _now_ms()
-        values = {
-            "scope": scope,
-            "key": key,
-            "fingerprint": stored.fingerprint,
-            "token": "",
-            "status": stored.status,
-            "headers": orjson.dumps(
+        table = _TABLE
+        # An expired answer (not purged yet) gives way; a live one stays and wins.
+        await session.execute(
+            delete(table).where(
+                table.c.scope == scope, table.c.key == key, table.c.expires_ms <= now
+            )
+        )
+        statement = insert_ignore(table, keys=_PRIMARY_KEY).values(
+            scope=scope,
+            key=key,
+            fingerprint=stored.fingerprint,
+            token="",
+            status=stored.status,
+            headers=orjson.dumps(
                 [[k.decode("latin-1"), v.decode("latin-1")] for k, v in stored.headers]
             ).decode(),
-            "body": stored.body,
-            "expires_ms": now + ttl * 1000,
-        }
-        statement = self._insert(_TABLE).values(**values)
-        statement = statement.on_conflict_do_update(
-            index_elements=["scope", "key"],
-            set_={name: statement.excluded[name] for name in values if name not in _PRIMARY_KEY},
-            where=_TABLE.c.expires_ms <= now,
+            body=stored.body,
+            expires_ms=now + ttl * 1000,
         )
         result = await session.execute(statement)
         return bool(getattr(result, "rowcount", 0) == 1)
@@ -249,14 +252,11 @@ class IdempotencyMiddleware:
         if not self.applies(scope):
             await self.app(scope, receive, send)
             return
-        raw_key = None
-        for name, value in scope["headers"]:
-            if name == b"idempotency-key":
-                raw_key = value.decode("latin-1").strip()
-                break
+        raw_key = header(scope, b"idempotency-key")
         if raw_key is None:
             await self.app(scope, receive, send)
             return
+        raw_key = raw_key.strip()
         key = raw_key[1:-1] if len(raw_key) >= 2 and raw_key[0] == raw_key[-1] == '"' else raw_key
         if not _VALID_KEY.match(key):
             await send_problem(
@@ -295,15 +295,7 @@ class IdempotencyMiddleware:
                 locked = existing is None and await store.lock(session, caller, key)
             except Exception as exc:
                 self._warn("lookup", exc)
-                await send_problem(
-                    scope,
-                    send,
-                    503,
-                    "unavailable",
-                    "Service Unavailable",
-                    "the idempotency store cannot be reached; retry shortly",
-                    {"Retry-After": "1"},
-                )
+                await send_unavailable(scope, send, "the idempotency store")
                 return
             if existing is not None:
                 await _answer_existing(scope, send, request_fingerprint, existing)

@@ -16,6 +16,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atrium.platform.errors import EXCEPTION_LOGGED, PROBLEM_MEDIA_TYPE, problem_type
+from atrium.platform.headers import header
 from atrium.platform.logging import request_id_var, request_scope_var, route_template
 
 __all__ = ["BodyLimitMiddleware", "RequestContextMiddleware", "route_template"]
@@ -37,11 +38,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                incoming = value.decode("latin-1")
-                break
+        incoming = header(scope, b"x-request-id")
         request_id = (
             incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         )

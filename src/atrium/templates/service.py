@@ -10,25 +10,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, literal_column, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import ColumnClause
 
 from atrium.platform.conditional import etag_of, if_match_holds
-from atrium.platform.db import is_postgres
 from atrium.platform.errors import NotFound, PreconditionFailed
+from atrium.platform.sql import insert_returning, next_timestamp, update_returning
 from atrium.templates.models import Template
 from atrium.templates.schemas import TemplateIn
-
-# See the migration: milliseconds, strictly increasing, in SQLAlchemy's SQLite text layout.
-_SQLITE_NEXT_MODIFIED: ColumnClause[Any] = literal_column(
-    "(strftime('%Y-%m-%d %H:%M:%f', max(julianday('now'), julianday(modified) "
-    "+ 1.0 / 86400000.0)) || '000')"
-)
 
 
 class TemplateNotFound(NotFound):
@@ -39,11 +31,6 @@ class StaleTemplate(PreconditionFailed):
     """The template changed since the client read it (``If-Match`` failed)."""
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive timestamps; they are UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def representation(row: Template) -> dict[str, Any]:
     """The JSON object of a template (the one shape every endpoint returns)."""
     return {
@@ -52,8 +39,8 @@ def representation(row: Template) -> dict[str, Any]:
         "name": row.name,
         "description": row.description,
         "content": row.content,
-        "created": _utc(row.created),
-        "modified": _utc(row.modified),
+        "created": row.created,
+        "modified": row.modified,
     }
 
 
@@ -64,11 +51,9 @@ def encode(row: Template) -> bytes:
 
 async def create(session: AsyncSession, data: TemplateIn) -> Template:
     """Insert a template; the database fills ``created`` and ``modified``."""
-    row: Template | None = await session.scalar(
-        insert(Template).values(**data.model_dump()).returning(Template)
-    )
-    assert row is not None
-    return row
+    row = await insert_returning(session, Template, data.model_dump(), (Template,))
+    created: Template = row[0]
+    return created
 
 
 async def get(session: AsyncSession, templateid: uuid.UUID) -> Template | None:
@@ -120,28 +105,26 @@ async def update_fields(
     conditions = [Template.templateid == templateid]
     if current is not None:
         conditions.append(Template.modified == current.modified)
-    values: dict[str, Any] = dict(changes)
-    if not is_postgres(session):
-        # PostgreSQL's BEFORE trigger sets it; SQLite's trigger runs after the statement, too
-        # late for RETURNING, so the statement sets it itself.
-        values["modified"] = _SQLITE_NEXT_MODIFIED
-    elif not values:
-        values["modified"] = Template.modified  # an empty PATCH still counts as an update
+    # The statement moves ``modified`` itself (also for an empty PATCH), so the new value is
+    # what RETURNING or the re-read sees on every engine.
+    values: dict[str, Any] = {**changes, "modified": next_timestamp(Template.modified)}
     statement = (
         update(Template)
         .where(*conditions)
         .values(**values)
-        .returning(Template)
         .execution_options(synchronize_session=False, populate_existing=True)
     )
-    row = await session.scalar(statement)
-    if row is None:
+    rows = await update_returning(
+        session, statement, (Template,), reread=(Template.templateid == templateid,)
+    )
+    if not rows:
         raise (
             await _not_found_or_stale(session, templateid)
             if current
             else TemplateNotFound(f"template {templateid} does not exist")
         )
-    return row
+    updated: Template = rows[0][0]
+    return updated
 
 
 async def remove(

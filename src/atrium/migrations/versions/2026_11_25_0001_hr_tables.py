@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from atrium.platform.sqltypes import LongText, UtcDateTime
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -22,20 +24,20 @@ def upgrade() -> None:
     op.create_table(
         "departments",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("department", sa.Text(), nullable=False),
+        sa.Column("department", LongText, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_departments")),
     )
     op.create_table(
         "jobs",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("job", sa.Text(), nullable=False),
+        sa.Column("job", LongText, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
     )
     op.create_table(
         "hired_employees",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("name", sa.Text(), nullable=False),
-        sa.Column("datetime", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("name", LongText, nullable=False),
+        sa.Column("datetime", UtcDateTime(), nullable=False),
         sa.Column("department_id", sa.Integer(), nullable=False),
         sa.Column("job_id", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from atrium.platform.sqltypes import BigIntPK
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -21,12 +23,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "financial_data",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            primary_key=True,
-            autoincrement=True,
-        ),
+        sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
         sa.Column("symbol", sa.String(20), nullable=False),
         sa.Column("date", sa.Date(), nullable=False),
         sa.Column("open_price", sa.Numeric(18, 4), nullable=False),

@@ -12,13 +12,12 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from atrium.platform.sqltypes import BigIntPK, LongText, UtcDateTime, server_now
+
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-# SQLite only auto-increments an INTEGER PRIMARY KEY, never a BIGINT one.
-BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
@@ -30,12 +29,8 @@ def upgrade() -> None:
         sa.Column("email_key", sa.String(320), nullable=False),
         sa.Column("password_hash", sa.String(255), nullable=False),
         sa.Column("token_version", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
-        ),
-        sa.Column(
-            "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
-        ),
+        sa.Column("created_at", UtcDateTime(), server_default=server_now(), nullable=False),
+        sa.Column("updated_at", UtcDateTime(), server_default=server_now(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email_key", name=op.f("uq_users_email_key")),
         sqlite_autoincrement=True,
@@ -44,15 +39,11 @@ def upgrade() -> None:
         "certificates",
         sa.Column("id", BigIntPK, primary_key=True),
         sa.Column("user_id", sa.BigInteger(), nullable=False),
-        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("body", LongText, nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("private_key_encrypted", sa.Text(), nullable=False),
-        sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
-        ),
-        sa.Column(
-            "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
-        ),
+        sa.Column("private_key_encrypted", LongText, nullable=False),
+        sa.Column("created_at", UtcDateTime(), server_default=server_now(), nullable=False),
+        sa.Column("updated_at", UtcDateTime(), server_default=server_now(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_certificates")),
         sa.ForeignKeyConstraint(
             ["user_id"],
@@ -69,14 +60,14 @@ def upgrade() -> None:
         sa.Column("certificate_id", sa.BigInteger(), nullable=False),
         sa.Column("user_id", sa.BigInteger(), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("changed_at", UtcDateTime(), nullable=False),
+        sa.Column("payload", LongText, nullable=False),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("next_attempt_at", UtcDateTime(), nullable=False),
         sa.Column("lease_owner", sa.String(64), nullable=True),
-        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("lease_until", UtcDateTime(), nullable=True),
+        sa.Column("last_error", LongText, nullable=True),
+        sa.Column("delivered_at", UtcDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_certificate_events")),
     )
     op.create_index(

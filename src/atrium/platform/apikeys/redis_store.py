@@ -11,11 +11,10 @@ unreachable (nobody can revoke a key then either: revocations go through Redis).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from atrium.platform.apikeys.model import ApiKey, generate_key, hash_key, key_bucket, now_iso
+from atrium.platform.apikeys.model import ApiKey, key_bucket, now_iso
 from atrium.platform.apikeys.snapshot import KeySnapshot
 from atrium.platform.apikeys.store import KeyCheckRead, KeyStore, read_if_admitted
 from atrium.platform.cache import Cache, RedisBackend
@@ -150,19 +149,10 @@ class RedisKeyStore(RedisScripted, KeyStore):
             await read_if_admitted(record, decision, cache, namespace, cache_key),
         )
 
-    async def create(
-        self,
-        owner: str,
-        scopes: Sequence[str],
-        rate_limit: int | None = None,
-        key: str | None = None,
-    ) -> tuple[str, ApiKey]:
+    async def insert(self, key_hash: str, record: ApiKey) -> None:
         """HSET the record under the key's hash."""
-        key = key or generate_key()
-        record = ApiKey.new(owner, scopes, rate_limit)
-        await self.redis.hset(self.keyspace, hash_key(key), record.to_json())
-        self.snapshot.put(hash_key(key), record)
-        return key, record
+        await self.redis.hset(self.keyspace, key_hash, record.to_json())
+        self.snapshot.put(key_hash, record)
 
     async def list(self) -> list[ApiKey]:
         """Every record, oldest first."""

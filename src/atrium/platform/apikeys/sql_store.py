@@ -1,36 +1,46 @@
 """Keys in the ``api_keys`` table (no Redis configured), served from an in-process copy.
 
-A change made by this process reloads the copy at once; one made by another process on the
-same machine (the CLI against the embedded default) touches a marker file that every lookup
-``stat``s, so it is seen on the next request too; anything else (PostgreSQL without Redis,
-several machines) is picked up by a reload every few seconds. An unknown key triggers a
-reload, at most once a second, so a key created elsewhere works without letting random keys
-hammer the database.
+Every process answers key checks from its copy of the table (no query per request) and keeps
+it current:
+
+* a key this process does not know is looked up in the table before it is refused (see
+  :class:`~atrium.platform.apikeys.snapshot.MissResolver`), so a key created anywhere (another
+  replica, ``atrium apikeys create``) works on its very first request, on every replica;
+* a change made by this process reloads the copy at once; one made by another process on the
+  same machine (the CLI against the embedded default) touches a marker file that every lookup
+  ``stat``s, so it is seen on the next request too;
+* anything else (a key revoked through another replica or machine) is found by a change check,
+  one tiny query (``count(*)``, ``count(revoked)``) at most every ``CHANGE_CHECK_SECONDS``, in
+  the background while requests keep coming; after a quiet spell the first request waits for
+  it. A revocation therefore takes effect on every replica within about a second (two at
+  most); the copy is also reloaded whole every ``FULL_RELOAD_SECONDS`` whatever the counts say.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import os
 import time
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import DateTime, Integer, String, Table, Text, func, select, update
+from sqlalchemy import Integer, String, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
-from atrium.platform.apikeys.model import ApiKey, generate_key, hash_key, iso
-from atrium.platform.apikeys.snapshot import KeySnapshot
+from atrium.platform.apikeys.model import ApiKey, iso
+from atrium.platform.apikeys.snapshot import KeySnapshot, MissResolver
 from atrium.platform.apikeys.store import KeyStore
 from atrium.platform.db import Base
+from atrium.platform.sqltypes import LongText, UtcDateTime, server_precise_now
 
 log = logging.getLogger("atrium.apikeys")
 
-SNAPSHOT_REFRESH_SECONDS = 5.0
-UNKNOWN_KEY_RELOAD_SECONDS = 1.0
+CHANGE_CHECK_SECONDS = 1.0
+FULL_RELOAD_SECONDS = 60.0
 
 
 class ApiKeyRow(Base):
@@ -40,11 +50,11 @@ class ApiKeyRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    owner: Mapped[str] = mapped_column(Text)
-    scopes: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(LongText)
+    scopes: Mapped[str] = mapped_column(LongText)
     rate_limit: Mapped[int | None] = mapped_column(Integer)
-    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    revoked: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created: Mapped[datetime] = mapped_column(UtcDateTime, server_default=server_precise_now())
+    revoked: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     def record(self) -> ApiKey:
         """As the storage-independent record."""
@@ -59,6 +69,8 @@ class ApiKeyRow(Base):
 
 
 _TABLE = cast(Table, ApiKeyRow.__table__)
+# What a create or a revoke changes (the API never deletes or edits a row otherwise).
+_CHANGE_COUNTS = select(func.count(), func.count(_TABLE.c.revoked)).select_from(_TABLE)
 
 
 class SqlKeyStore(KeyStore):
@@ -68,7 +80,11 @@ class SqlKeyStore(KeyStore):
         self.engine = engine
         self.marker = marker
         self._marker_seen: int | None = None
-        self.snapshot = KeySnapshot(self._load_all, SNAPSHOT_REFRESH_SECONDS)
+        self._counts: tuple[int, int] | None = None  # of the rows in the copy
+        self._checked_at = -math.inf
+        self._check: asyncio.Task[None] | None = None
+        self.snapshot = KeySnapshot(self._load_all, FULL_RELOAD_SECONDS)
+        self.misses = MissResolver(self._fetch)
 
     def _marker_mtime(self) -> int | None:
         if self.marker is None:
@@ -93,48 +109,67 @@ class SqlKeyStore(KeyStore):
             rows = (await connection.execute(select(_TABLE))).all()
         by_hash = {row.key_hash: ApiKeyRow(**row._mapping).record() for row in rows}
         self._marker_seen = marker
+        self._counts = (len(rows), sum(1 for row in rows if row.revoked is not None))
+        self._checked_at = time.monotonic()
+        self.misses.forget()
         return by_hash
+
+    async def _fetch(self, hashes: list[str]) -> dict[str, ApiKey]:
+        async with self.engine.connect() as connection:
+            rows = await connection.execute(select(_TABLE).where(_TABLE.c.key_hash.in_(hashes)))
+            return {row.key_hash: ApiKeyRow(**row._mapping).record() for row in rows}
 
     async def load(self) -> None:
         """Read the whole table (it is small: one row per key)."""
         await self.snapshot.reload()
 
-    async def lookup(self, key_hash: str) -> ApiKey | None:
-        """From memory; reload first when another process changed the table."""
+    async def _check_changes(self) -> None:
+        self._checked_at = time.monotonic()
+        try:
+            async with self.engine.connect() as connection:
+                counts = tuple((await connection.execute(_CHANGE_COUNTS)).one())
+            if counts != self._counts or self.snapshot.age > FULL_RELOAD_SECONDS:
+                await self.snapshot.reload()
+        except Exception as exc:
+            log.warning("api-key change check failed: %s", type(exc).__name__)
+
+    async def _follow_changes(self) -> None:
         if self._marker_mtime() != self._marker_seen:
             await self.snapshot.reload()
-        else:
-            self.snapshot.refresh_if_stale()
+            return
+        quiet = time.monotonic() - self._checked_at
+        if quiet < CHANGE_CHECK_SECONDS:
+            return
+        if self._check is None or self._check.done():
+            self._check = asyncio.get_running_loop().create_task(self._check_changes())
+        if quiet >= 2 * CHANGE_CHECK_SECONDS:
+            # Nobody asked for a while, so the copy may be old: wait for the check.
+            await asyncio.shield(self._check)
+
+    async def lookup(self, key_hash: str) -> ApiKey | None:
+        """From memory, current per the module docstring; the table for a key it lacks."""
+        await self._follow_changes()
         record = self.snapshot.get(key_hash)
-        if record is None and self.snapshot.age > UNKNOWN_KEY_RELOAD_SECONDS:
-            # somebody reloaded a moment ago; do not let unknown keys hammer the DB
-            await self.snapshot.reload(unless_within=UNKNOWN_KEY_RELOAD_SECONDS)
-            record = self.snapshot.get(key_hash)
+        if record is None:
+            record = await self.misses.resolve(key_hash)
+            if record is not None:
+                self.snapshot.put(key_hash, record)
         return record
 
-    async def create(
-        self,
-        owner: str,
-        scopes: Sequence[str],
-        rate_limit: int | None = None,
-        key: str | None = None,
-    ) -> tuple[str, ApiKey]:
+    async def insert(self, key_hash: str, record: ApiKey) -> None:
         """Insert a row with the key's hash."""
-        key = key or generate_key()
-        record = ApiKey.new(owner, scopes, rate_limit)
         async with self.engine.begin() as connection:
             await connection.execute(
                 _TABLE.insert().values(
                     id=record.id,
-                    key_hash=hash_key(key),
-                    owner=owner,
+                    key_hash=key_hash,
+                    owner=record.owner,
                     scopes=",".join(record.scopes),
-                    rate_limit=rate_limit,
+                    rate_limit=record.rate_limit,
                 )
             )
         self._touch_marker()
         await self.load()
-        return key, record
 
     async def list(self) -> list[ApiKey]:
         """Every row, oldest first."""
@@ -145,7 +180,7 @@ class SqlKeyStore(KeyStore):
         return [ApiKeyRow(**row._mapping).record() for row in rows]
 
     async def revoke(self, key_id: str) -> ApiKey | None:
-        """Set ``revoked``; effective for this process at once, for others per the above."""
+        """Set ``revoked``; effective here at once, on other replicas within a second or two."""
         async with self.engine.begin() as connection:
             await connection.execute(
                 update(ApiKeyRow)
@@ -167,4 +202,7 @@ class SqlKeyStore(KeyStore):
     def reset(self) -> None:
         """Forget the in-memory copy (the next lookup reloads)."""
         self.snapshot.clear()
+        self.misses.forget()
         self._marker_seen = None
+        self._counts = None
+        self._checked_at = -math.inf

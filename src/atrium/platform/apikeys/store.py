@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from atrium.platform.apikeys.model import ApiKey, key_bucket
+from atrium.platform.apikeys.model import ApiKey, generate_key, hash_key, key_bucket
 from atrium.platform.cache import Cache
 from atrium.platform.ratelimit import Decision, Limiter
 
@@ -38,7 +38,6 @@ async def read_if_admitted(
 class KeyStore(ABC):
     """Where keys live; every implementation stores hashes only."""
 
-    @abstractmethod
     async def create(
         self,
         owner: str,
@@ -46,7 +45,16 @@ class KeyStore(ABC):
         rate_limit: int | None = None,
         key: str | None = None,
     ) -> tuple[str, ApiKey]:
-        """Store a new key; returns the key (to show once) and its record."""
+        """Store a new key (``key``, or a fresh random one); returns it, to show once, and its
+        record."""
+        key = key or generate_key()
+        record = ApiKey.new(owner, scopes, rate_limit)
+        await self.insert(hash_key(key), record)
+        return key, record
+
+    @abstractmethod
+    async def insert(self, key_hash: str, record: ApiKey) -> None:
+        """Store a new record under its key's hash."""
 
     @abstractmethod
     async def list(self) -> list[ApiKey]:

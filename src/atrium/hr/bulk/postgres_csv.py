@@ -2,28 +2,37 @@
 # reason texts; every value from a file travels through COPY or a bound parameter)
 """PostgreSQL CSV ingest: stream the bytes into COPY, then validate and insert set-based.
 
-Design, chosen by measurement on 1M rows (``bench/hr.py``; figures in the README):
+Design, chosen by measurement on 1M rows (``bench/hr.py``; figures in docs/performance.md):
 
-1. The bytes stream through :func:`atrium.hr.csvstream.line_blocks` (BOM, CRLF) and
-   :func:`atrium.hr.csvstream.to_copy_csv` into ``COPY … FROM STDIN (FORMAT csv)`` of a TEMP
-   (so WAL-free) staging table whose columns already have the target types. A compiled regex
-   (C speed, whole runs of lines per call) lets through only lines COPY cannot choke on: plain
-   integers of at most 9 digits, a non-blank unquoted text, an ISO date-time whose day exists.
-   PostgreSQL's own COPY then splits and converts them, the cheapest conversion there is, and
-   it runs on the database's core while Python scans the next block.
-   Every other line (empty field, wrong column count, quotes, odd dates, bad UTF-8…) is staged
-   whole in a ``raw`` column, so COPY never aborts the load.
+1. The records of :func:`atrium.hr.csvstream.record_blocks` stream through
+   :func:`copy_csv` into ``COPY … FROM STDIN (FORMAT csv)`` of a TEMP (so WAL-free) staging
+   table whose columns already have the target types. A compiled regex (C speed, whole runs
+   of lines per call) lets through only lines COPY cannot choke on: plain integers of at most
+   9 digits, a non-blank unquoted text, an ISO date-time whose day exists. PostgreSQL's own
+   COPY then splits and converts them, the cheapest conversion there is, and it runs on the
+   database's core while Python scans the next block. Every other record (empty field, wrong
+   column count, quotes, line breaks inside quotes, odd dates, bad UTF-8…) is staged whole in
+   a ``raw`` column, so COPY never aborts the load.
    Alternative measured first: one text column per line (``FORMAT text``, delimiter
    ``\\x01``, which beat ``FORMAT csv`` with a never-used quote byte, TEMP beating UNLOGGED),
    split and checked in SQL (``string_to_array``, regexes, casts guarded by CASE): ~2.5 s
    more per 1M rows than ``psql \\copy``, where typed staging ends up ahead of it. A regex
    over every row in SQL cost ~0.7 µs per field; the Python regex scan costs ~0.3 s per 1M
    lines and runs while the database works.
-2. One SQL statement validates the few raw lines with the same rules as the Python path
+2. One SQL statement validates the few raw records with the same rules as the Python path
    (regexes, casts guarded by CASE so that nothing can raise), joins the referenced tables
    for foreign keys (hash joins: one pass, not a query per row), inserts the valid rows and
    returns the counts and the first rejects with their reasons.
-3. Duplicate ids cost nothing on the first attempt, which runs inside a savepoint and leaves
+3. The same statement locks every department and job the stored rows name, once each
+   (``FOR KEY SHARE``: the very lock PostgreSQL's foreign-key trigger takes per row, so a
+   concurrent DELETE of one waits for our commit and then fails on the key), and counts those
+   it could not lock: one deleted since the join saw it makes the load roll back
+   (:class:`ReferenceGone`, 409, retry). With the references checked and locked for the whole
+   load, the per-row foreign-key triggers, ~80 % of a load's time, prove nothing more: where
+   the role may (superuser, or ``GRANT SET ON PARAMETER session_replication_role``) the
+   INSERT runs with ``session_replication_role = replica`` for that one statement, which
+   skips them. Without that grant the triggers run as well; the result is the same.
+4. Duplicate ids cost nothing on the first attempt, which runs inside a savepoint and leaves
    them to the primary key. Only if that raises a unique violation does the statement run
    again with explicit detection (a join with the table, a window over the file's ids). A
    retry of a loaded file thus fails fast at its first row, and a fresh file pays nothing.
@@ -35,7 +44,7 @@ leaves nothing behind, and a retry stores exactly the rows that are missing.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from functools import cache
 from typing import Any
 
@@ -147,8 +156,9 @@ def stage_ddl(spec: TableSpec) -> str:
 
 @cache
 def ingest_sql(spec: TableSpec, *, update: bool, find_duplicates: bool) -> str:
-    """The one statement that checks the staged rows, inserts the valid ones and returns the
-    counts (first row, ``n`` NULL) and the first ``$1`` rejects with their reasons.
+    """The one statement that checks the staged rows, inserts the valid ones, locks the rows
+    they reference and returns the counts (first row, ``n`` NULL; ``gone``: referenced rows
+    deleted meanwhile) and the first ``$1`` rejects with their reasons.
 
     With ``find_duplicates=False`` a duplicate id makes the statement raise (primary key).
     """
@@ -224,13 +234,28 @@ def ingest_sql(spec: TableSpec, *, update: bool, find_duplicates: bool) -> str:
     if update:
         sets = ", ".join(f"{name} = EXCLUDED.{name}" for name in spec.column_names[1:])
         conflict = f" ON CONFLICT (id) DO UPDATE SET {sets}"
+    # Each referenced row the stored rows name, locked once; "gone" counts those that vanished
+    # between the join's snapshot and the lock (the load must then roll back).
+    locks = "".join(
+        f", seen{i} AS MATERIALIZED (SELECT DISTINCT v{i} AS id FROM checked WHERE ok), "
+        f"lock{i} AS MATERIALIZED (SELECT id FROM {c.references} "
+        f"WHERE id IN (SELECT id FROM seen{i}) FOR KEY SHARE)"
+        for i, c in enumerate(spec.columns, 1)
+        if c.references
+    )
+    gone = " + ".join(
+        f"(SELECT count(*) FROM seen{i}) - (SELECT count(*) FROM lock{i})"
+        for i, c in enumerate(spec.columns, 1)
+        if c.references
+    )
     return (
-        f"WITH checked AS MATERIALIZED ({checked}), "
+        f"WITH checked AS MATERIALIZED ({checked}){locks}, "
         f"ins AS (INSERT INTO {spec.name} ({', '.join(spec.column_names)}) "
         f"SELECT {vs} FROM checked WHERE ok{conflict}) "
         "SELECT NULL::int8 AS n, NULL::text[] AS errors, count(*) AS received, "
-        "count(*) FILTER (WHERE NOT ok) AS rejected FROM checked "
-        "UNION ALL (SELECT n, errors, NULL, NULL FROM checked WHERE NOT ok ORDER BY n LIMIT $1)"
+        f"count(*) FILTER (WHERE NOT ok) AS rejected, {gone or '0'} AS gone FROM checked "
+        "UNION ALL (SELECT n, errors, NULL, NULL, NULL FROM checked WHERE NOT ok "
+        "ORDER BY n LIMIT $1)"
     )
 
 
@@ -271,8 +296,13 @@ async def ingest_csv(
     *,
     update: bool,
     reject_cap: int,
+    skip_triggers: Callable[[Any], Awaitable[bool]],
 ) -> IngestResult:
-    """Load one CSV stream into ``spec``'s table inside the connection's transaction."""
+    """Load one CSV stream into ``spec``'s table inside the connection's transaction.
+
+    ``skip_triggers(raw)`` turns the foreign-key triggers off for the rest of the current
+    savepoint if the role may, and says whether it did (see the module's step 3).
+    """
     import asyncpg
 
     # Bulk loads outlive the API's statement timeout; their size bounds them instead.
@@ -289,13 +319,22 @@ async def ingest_csv(
         columns=[*(f"v{i}" for i in range(1, len(spec.columns) + 1)), "raw"],
         format="csv",
     )
+    gone = ReferenceGone(
+        f"a referenced row was deleted while {spec.name} loaded; nothing was stored, retry"
+    )
+    has_references = any(column.references for column in spec.columns)
     await raw.execute("SAVEPOINT hr_ingest")
-    find_duplicates = False
+    find_duplicates = skipping = False
     while True:
+        # Rolling back to the savepoint undoes the SET LOCAL too: set it for every attempt.
+        skipping = has_references and await skip_triggers(raw)
         try:
             records = await raw.fetch(
                 ingest_sql(spec, update=update, find_duplicates=find_duplicates), reject_cap
             )
+            if next(record for record in records if record["n"] is None)["gone"]:
+                await raw.execute("ROLLBACK TO SAVEPOINT hr_ingest")
+                raise gone
             break
         except (asyncpg.UniqueViolationError, asyncpg.CardinalityViolationError) as exc:
             if find_duplicates:
@@ -305,10 +344,10 @@ async def ingest_csv(
                 ) from exc
             find_duplicates = True  # duplicate ids, in the table or within the file
         except asyncpg.ForeignKeyViolationError as exc:
-            raise ReferenceGone(
-                f"a referenced row was deleted while {spec.name} loaded; nothing was stored, retry"
-            ) from exc
+            raise gone from exc
         await raw.execute("ROLLBACK TO SAVEPOINT hr_ingest")
+    if skipping:  # later statements of the transaction fire their triggers again
+        await raw.execute("SET LOCAL session_replication_role = origin")
     await raw.execute(f"RELEASE SAVEPOINT hr_ingest; DROP TABLE {STAGE}")
     received = rejected_count = 0
     rejected: list[Rejected] = []
