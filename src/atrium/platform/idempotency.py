@@ -50,7 +50,13 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atrium.platform.clientip import ClientIpResolver
-from atrium.platform.db import OWNED_SESSION, Base, rollback, run_after_commit
+from atrium.platform.db import (
+    OWNED_SESSION,
+    Base,
+    create_sessionmaker,
+    rollback,
+    run_after_commit,
+)
 from atrium.platform.errors import AtriumError, send_problem, send_unavailable
 from atrium.platform.headers import header
 from atrium.platform.metrics import IDEMPOTENT_REPLAYS
@@ -129,6 +135,8 @@ class IdempotencyStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # The requests' sessions (the application's engine: the work shares the transaction).
+        self.sessionmaker = create_sessionmaker(engine)
         self._next_purge = 0.0
         # The one engine difference here: which key lock dies with its transaction.
         postgres = engine.dialect.name == "postgresql"
@@ -289,7 +297,7 @@ class IdempotencyMiddleware:
     ) -> None:
         store: IdempotencyStore = self.state.idempotency
         request_fingerprint = fingerprint(scope, body)
-        async with self.state.sessionmaker() as session:
+        async with store.sessionmaker() as session:
             try:
                 existing = await store.lookup(session, caller, key)
                 locked = existing is None and await store.lock(session, caller, key)
