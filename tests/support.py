@@ -89,9 +89,14 @@ def run_server(
     *,
     port: int | None = None,
     workers: int = 1,
-    timeout: float = 30.0,
+    timeout: float = 90.0,
 ) -> Iterator[ServerProcess]:
-    """Start ``atrium serve`` on loopback, wait for ``/livez``, stop it with SIGTERM after."""
+    """Start ``atrium serve`` on loopback, wait for ``/livez``, stop it with SIGTERM after.
+
+    The wait is generous on purpose: it is no performance assertion, and a start (two
+    interpreters importing the app, migrations, the pool opened) takes 20-40 s on a 2-core
+    machine under load; a server that exits early still fails at once.
+    """
     port = port or free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"server-{port}.log"
