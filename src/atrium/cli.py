@@ -1,24 +1,49 @@
-"""``atrium …``: one command line for every operational task."""
+"""``atrium …``: one command line for every operational task.
+
+Command groups are imported when they run, not when ``atrium`` starts: ``atrium serve`` hands
+over to the server process (:mod:`atrium.platform.supervisor`) having imported little more than
+its settings, and a one-off command pays only for what it uses.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import importlib
 
 import click
 
-from atrium.certificates.cli import certificates
-from atrium.demo.cli import demo
-from atrium.hr.cli import hr
-from atrium.market.cli import market
-from atrium.platform.apikeys.cli import apikeys, bootstrap_admin_key, print_bootstrap_key
-from atrium.platform.db import create_engine
-from atrium.platform.keyfile import save_admin_key
-from atrium.platform.migrate import upgrade
 from atrium.settings import get_settings
 
+# Command name -> "module:attribute" of its click command, imported when it is run (or listed).
+LAZY_COMMANDS = {
+    "apikeys": "atrium.platform.apikeys.cli:apikeys",
+    "certificates": "atrium.certificates.cli:certificates",
+    "demo": "atrium.demo.cli:demo",
+    "hr": "atrium.hr.cli:hr",
+    "market": "atrium.market.cli:market",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands in :data:`LAZY_COMMANDS` are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name, the lazy ones included."""
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, importing it if it is a lazy one."""
+        spec = LAZY_COMMANDS.get(cmd_name)
+        if spec is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = spec.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{spec} is not a click command")
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="atrium")
 def main() -> None:
     """Atrium: HR data, certificates, market data and templates behind one REST API."""
@@ -39,43 +64,23 @@ def serve(host: str | None, port: int | None, workers: int | None, app: str) -> 
     from atrium.platform.supervisor import exec_master
 
     settings = get_settings()
-    if settings.should_auto_migrate:
-        # Migrate once here, before workers start, so N workers never race on it.
-        asyncio.run(_migrate())
-        os.environ["ATRIUM_AUTO_MIGRATE"] = "false"
-    # The embedded default's first start creates an admin key and shows it once.
-    first_key = asyncio.run(bootstrap_admin_key(settings))
-    if first_key is not None:
-        print_bootstrap_key(first_key, save_admin_key(settings, first_key))
-    workers = workers or settings.workers
-    # Worker processes read their settings from the environment; they must know how many
-    # siblings they have (the in-process cache turns itself off with more than one).
-    os.environ["ATRIUM_WORKERS"] = str(workers)
-    # This process has imported prometheus_client (metrics would stay in-process): the master
-    # runs in a fresh interpreter that sets up multiprocess metrics first.
-    exec_master(host=host or settings.host, port=port or settings.port, workers=workers, app=app)
-
-
-async def _migrate() -> None:
-    engine = create_engine(get_settings())
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
+    # The master migrates (embedded default), makes the first key and forks the workers, in a
+    # fresh interpreter that sets up multiprocess metrics before anything imports them.
+    exec_master(
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        app=app,
+    )
 
 
 @main.command()
 def migrate() -> None:
     """Apply every pending database migration."""
-    asyncio.run(_migrate())
+    from atrium.platform.migrate import migrate_database
+
+    asyncio.run(migrate_database(get_settings()))
     click.echo("database is at the latest revision", err=True)
-
-
-main.add_command(hr)
-main.add_command(market)
-main.add_command(certificates)
-main.add_command(apikeys)
-main.add_command(demo)
 
 
 if __name__ == "__main__":  # pragma: no cover

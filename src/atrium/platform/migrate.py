@@ -11,6 +11,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from atrium.platform.db import create_engine
+from atrium.settings import Settings
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -36,6 +39,15 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade)
+
+
+async def migrate_database(settings: Settings) -> None:
+    """``atrium migrate``: bring the configured database to the latest revision."""
+    engine = create_engine(settings)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
 
 
 async def current_revisions(engine: AsyncEngine) -> set[str]:
