@@ -322,8 +322,7 @@ async def ingest_csv(
         format="csv",
     )
     gone = ReferenceGone(
-        f"referenced rows kept being deleted while {spec.name} loaded; nothing was stored, "
-        "retry"
+        f"referenced rows kept being deleted while {spec.name} loaded; nothing was stored, retry"
     )
     has_references = any(column.references for column in spec.columns)
     await raw.execute("SAVEPOINT hr_ingest")
