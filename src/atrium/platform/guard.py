@@ -253,7 +253,7 @@ async def start_guard(
         else MemoryLimiter()
     )
     state.api_keys = build_key_store(settings, engine, redis, health, fast)
-    state.idempotency = build_idempotency_store(settings, engine, redis)
+    state.idempotency = build_idempotency_store(engine)
     state.require_scope = check_scope  # what /metrics uses for ATRIUM_METRICS_SCOPE
     await state.api_keys.warm()
 
