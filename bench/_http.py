@@ -187,20 +187,32 @@ end
 """
 
 
-def wrk_script(directory: Path, name: str, paths: list[str], headers: dict[str, str]) -> Path:
-    """A wrk script requesting a random one of ``paths`` (same seed every run)."""
-    path = directory / f"{name}.lua"
+def wrk_script(
+    directory: Path, name: str, paths: list[str], headers: dict[str, str], *, in_order: bool = False
+) -> Path:
+    """A wrk script requesting a random one of ``paths`` (same seed every run), or each in turn."""
+    path = directory / f"{name}{'-in-order' if in_order else ''}.lua"
     quoted = ",".join(f'"{p}"' for p in paths)
     header_table = ", ".join(f'["{k}"] = "{v}"' for k, v in headers.items())
+    pick = "paths[(counter % #paths) + 1]" if in_order else "paths[math.random(#paths)]"
     path.write_text(
         f"local paths = {{{quoted}}}\n"
         f"local headers = {{{header_table}}}\n"
+        "local counter = 0\n"
         "math.randomseed(42)\n"
         "request = function()\n"
-        '  return wrk.format("GET", paths[math.random(#paths)], headers)\n'
+        "  counter = counter + 1\n"
+        f'  return wrk.format("GET", {pick}, headers)\n'
         "end\n" + _DONE
     )
     return path
+
+
+def warm(url: str, script: Path, paths: int, connections: int) -> None:
+    """Request every path at least once (``script`` made with ``in_order``): a warm cache."""
+    done = 0
+    while done < paths:
+        done += wrk(url, script, connections, 2).requests
 
 
 def wrk(url: str, script: Path, connections: int, seconds: int) -> Result:

@@ -12,9 +12,9 @@ check, rate limiter, cache, metrics, JSON access log on), against the same Atriu
 access log off (``ATRIUM_LOG_LEVEL=WARNING``, to price the log), and against the minimal
 FastAPI + asyncpg + orjson endpoint doing the same queries (``bench/_baselines.py``). Every
 server gets the same number of workers; ``wrk -t1`` drives each over loopback after a warm-up
-pass and reports requests/s with p50, p99 and p99.9 from its full latency histogram. Rounds
-are interleaved; medians are printed with the spread (min-max) over rounds, ratios are taken
-within a round.
+(every path once, so a cache holds them all, then random requests) and reports requests/s with
+p50, p99 and p99.9 from its full latency histogram. Rounds are interleaved; medians are printed
+with the spread (min-max) over rounds, ratios are taken within a round.
 
 A cold start is measured too: Atrium started with an empty cache and driven at once, the first
 5 s and the next 5 s reported separately.
@@ -57,6 +57,7 @@ from bench._http import (
     cleanup,
     forget_cache,
     prepare,
+    warm,
     wrk,
     wrk_script,
 )
@@ -103,7 +104,7 @@ READS = {
 }
 
 
-def _environments(data: Dataset, workers: int) -> dict[str, tuple[list[str], dict[str, str]]]:
+def environments(data: Dataset, workers: int) -> dict[str, tuple[list[str], dict[str, str]]]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("ATRIUM_")}
     base["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), base.get("PYTHONPATH", "")])
     py = sys.executable
@@ -129,6 +130,19 @@ def _environments(data: Dataset, workers: int) -> dict[str, tuple[list[str], dic
     }
 
 
+def read_script(directory: Path, data: Dataset, name: str, *, in_order: bool = False) -> Path:
+    """The wrk script of read ``name`` (its paths, its key)."""
+    read = READS[name]
+    headers = {"X-API-KEY": read.key(data)}
+    return wrk_script(directory, name, read.paths(data), headers, in_order=in_order)
+
+
+def warm_up(url: str, directory: Path, data: Dataset, name: str, connections: int) -> None:
+    """Every path of read ``name`` once (so the cache holds them all), whatever the speed."""
+    in_order = read_script(directory, data, name, in_order=True)
+    warm(url, in_order, len(READS[name].paths(data)), connections)
+
+
 Runs = dict[tuple[int, str, str], list[Result]]  # (workers, read, server) -> one per round
 
 
@@ -136,15 +150,13 @@ def _measure(
     data: Dataset, reads: list[str], workers: int, args: argparse.Namespace, tmp: Path, runs: Runs
 ) -> None:
     """One round at one worker count: every server warm, then Atrium from cold."""
-    envs = _environments(data, workers)
-    scripts = {
-        name: wrk_script(tmp, name, READS[name].paths(data), {"X-API-KEY": READS[name].key(data)})
-        for name in reads
-    }
+    envs = environments(data, workers)
+    scripts = {name: read_script(tmp, data, name) for name in reads}
     for server in (ATRIUM, ATRIUM_QUIET, MINIMAL):
         command, env = envs[server]
         with Server(command, env, tmp / "servers.log") as s:
             for name in reads:
+                warm_up(s.url, tmp, data, name, args.connections)
                 wrk(s.url, scripts[name], args.connections, args.warmup)
                 result = s.measure(scripts[name], args.connections, args.seconds)
                 runs.setdefault((workers, name, server), []).append(result)

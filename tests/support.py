@@ -23,6 +23,10 @@ TEST_SECRETS: set[str] = set()
 SERVER_LOGS: list[Path] = []
 
 
+# Prefixes of the environment variables the app (or a library it configures) reads.
+APP_VARIABLES = ("ATRIUM_", "PROMETHEUS_", "OTEL_", "AWS_")
+
+
 def secret(value: str) -> str:
     """Use ``value`` as a secret: the run fails if it ever shows up in a log."""
     TEST_SECRETS.add(value)
@@ -38,8 +42,12 @@ def free_port() -> int:
 
 
 def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
-    """The ``ATRIUM_*`` environment that makes a child process use ``settings``' storage."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATRIUM_")}
+    """The ``ATRIUM_*`` environment that makes a child process use ``settings``' storage.
+
+    Nothing the app reads is inherited from the shell running the tests (``ATRIUM_*``,
+    ``PROMETHEUS_MULTIPROC_DIR``, ``OTEL_*``, ``AWS_*``): a test passes on what it sets.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(APP_VARIABLES)}
     env.update(
         {
             "ATRIUM_ENV": settings.env,
@@ -81,9 +89,14 @@ def run_server(
     *,
     port: int | None = None,
     workers: int = 1,
-    timeout: float = 30.0,
+    timeout: float = 90.0,
 ) -> Iterator[ServerProcess]:
-    """Start ``atrium serve`` on loopback, wait for ``/livez``, stop it with SIGTERM after."""
+    """Start ``atrium serve`` on loopback, wait for ``/livez``, stop it with SIGTERM after.
+
+    The wait is generous on purpose: it is no performance assertion, and a start (two
+    interpreters importing the app, migrations, the pool opened) takes 20-40 s on a 2-core
+    machine under load; a server that exits early still fails at once.
+    """
     port = port or free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"server-{port}.log"
@@ -101,6 +114,8 @@ def run_server(
                 str(workers),
             ],
             env=dict(env),
+            # Not the checkout: a developer's .env there must not reach the server.
+            cwd=log_dir,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

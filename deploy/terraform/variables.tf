@@ -67,7 +67,7 @@ variable "database_engine" {
 }
 
 variable "mysql_version" {
-  description = "RDS MySQL engine version (database_engine = \"mysql\"); 8.0.13 or later."
+  description = "RDS MySQL engine version (database_engine = \"mysql\"); 8.0.17 or later."
   type        = string
   default     = "8.0.40"
 }

@@ -131,8 +131,10 @@ def create_app(
                 BUILD_INFO.labels(__version__).set(1)
                 monitor = asyncio.create_task(run_db_monitor(engine, settings))
                 stack.push_async_callback(_cancel, monitor)
-            # Last: the pool's connections and a frozen start-up heap for the first request.
-            await open_pool(engine, settings.db_pool_size)
+            # Last: the pool's connections (opened beside start-up, not before it: a slow
+            # database must not hold back /livez) and a frozen start-up heap.
+            pool = asyncio.create_task(open_pool(engine, settings.db_pool_size))
+            stack.push_async_callback(_cancel, pool)
             freeze_heap()
             log.info(
                 "started",

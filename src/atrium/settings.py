@@ -83,14 +83,16 @@ class Settings(BaseSettings):
     """Seconds to wait for a pooled connection."""
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
     """PostgreSQL `statement_timeout` of the API's connections (0: none)."""
+    db_client_check_interval_ms: int = Field(default=1000, ge=0)
+    """PostgreSQL `client_connection_check_interval` of the API's connections (PostgreSQL ≥ 14):
+    a statement whose process died stops within this time, releasing its locks (0: off).
+    """
     auto_migrate: bool | None = None
     """Migrate at start-up. Unset: on for SQLite, off for a server database (a cluster runs `atrium
     migrate` once instead).
     """
     redis_url: str | None = None
-    """e.g. `redis://host:6379/0`: shared cache, rate limits, API keys, idempotency. Unset:
-    in-process.
-    """
+    """e.g. `redis://host:6379/0`: shared cache, rate limits, API keys. Unset: in-process."""
     redis_prefix: str = ""
     """Prefix of every Redis key (lets tests and tenants share a server)."""
 

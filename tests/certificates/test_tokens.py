@@ -94,22 +94,27 @@ FORGERIES: dict[str, Callable[[int, bytes], str]] = {
 }
 
 
-@pytest.mark.parametrize("forgery", sorted(FORGERIES))
 async def test_forged_or_broken_tokens_are_401(
-    forgery: str, client: httpx.AsyncClient, app: FastAPI, make_user: UserFactory
+    client: httpx.AsyncClient, app: FastAPI, make_user: UserFactory
 ) -> None:
     user: TestUser = await make_user()
     key = load_token_secret(app.state.settings)
-    genuine = _sign(_claims(user.id), key)
     url = f"/users/{user.id}"
+    genuine = _sign(_claims(user.id), key)
     ok = await client.get(url, headers={"Authorization": f"Bearer {genuine}"})
     assert ok.status_code == 200, ok.text  # the same request with a genuine token gets in
-    token = FORGERIES[forgery](user.id, key)
-    response = await client.get(url, headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 401, (forgery, response.text)
-    assert response.headers["content-type"] == PROBLEM
-    assert response.json()["type"].endswith("/unauthorized")
-    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    let_through = {}
+    for forgery, make in FORGERIES.items():
+        response = await client.get(url, headers={"Authorization": f"Bearer {make(user.id, key)}"})
+        problem = response.headers.get("content-type") == PROBLEM and response.json()
+        if (
+            response.status_code != 401
+            or not problem
+            or not problem["type"].endswith("/unauthorized")
+            or response.headers.get("www-authenticate") != 'Bearer error="invalid_token"'
+        ):
+            let_through[forgery] = (response.status_code, response.text[:200])
+    assert let_through == {}
 
 
 async def test_tampered_sub_cannot_reach_another_user(

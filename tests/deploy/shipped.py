@@ -199,7 +199,10 @@ def compose_env(name: str, variables: Mapping[str, str]) -> dict[str, str]:
 
 
 def run_once(launch: Launch, log: Path, timeout: float = 120) -> str:
-    """Run a one-shot command (a migration Job, ``atrium apikeys create``); its stdout."""
+    """Run a one-shot command (a migration Job, ``atrium apikeys create``); its stdout.
+
+    Its log (stderr) is checked for secrets like a server's; stdout is the command's answer.
+    """
     result = subprocess.run(
         launch.argv,
         env=launch.env,
@@ -209,9 +212,9 @@ def run_once(launch: Launch, log: Path, timeout: float = 120) -> str:
         timeout=timeout,
         check=False,
     )
-    log.write_text(result.stdout + result.stderr)
+    log.write_text(result.stderr)
     SERVER_LOGS.append(log)
-    assert result.returncode == 0, f"{shlex.join(launch.argv)} failed:\n{log.read_text()}"
+    assert result.returncode == 0, f"{shlex.join(launch.argv)} failed:\n{result.stderr}"
     return result.stdout
 
 
@@ -257,9 +260,13 @@ def serving(launch: Launch, log: Path, timeout: float = 60) -> Iterator[Running]
         proc.send_signal(signal.SIGTERM)  # what Docker and Kubernetes send
         assert proc.wait(timeout=60) == 0, running.output()[-3000:]
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:  # a failed test: stop it gently, so its last logs are written
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def worker_pids(master: int) -> set[int]:

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -186,7 +187,10 @@ async def test_keys_across_two_server_processes(
         if redis is None
         else RedisKeyStore(redis, settings.redis_prefix, RedisHealth(fail_open=True))
     )
-    with run_server(env, tmp_path / "a") as a, run_server(env, tmp_path / "b") as b:
+    with ExitStack() as stack, ThreadPoolExecutor(2) as pool:
+        # Both servers start at once (each waits for its /livez): half the waiting.
+        starting = [pool.submit(stack.enter_context, run_server(env, tmp_path / n)) for n in "ab"]
+        a, b = (future.result() for future in starting)
         async with httpx.AsyncClient(timeout=10) as http:
 
             async def statuses(key: str) -> list[int]:

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from atrium.platform.headers import header
-from atrium.platform.idempotency import SqlIdempotencyStore
+from atrium.platform.idempotency import IdempotencyStore
 from tests.support import free_port
 
 
@@ -27,10 +27,10 @@ def test_header_reads_the_first_value_as_latin1() -> None:
 async def test_an_unreachable_idempotency_store_answers_503_and_runs_nothing(
     client: httpx.AsyncClient, clean: FastAPI
 ) -> None:
-    # A real store pointed at a port nobody listens on: every claim fails to connect.
+    # A real store pointed at a port nobody listens on: every lookup fails to connect.
     nowhere = create_async_engine(f"postgresql+asyncpg://atrium@127.0.0.1:{free_port()}/none")
     working = clean.state.idempotency
-    clean.state.idempotency = SqlIdempotencyStore(nowhere)
+    clean.state.idempotency = IdempotencyStore(nowhere)
     try:
         response = await client.post(
             "/templates", json={"name": "never"}, headers={"Idempotency-Key": "down-1"}

@@ -7,18 +7,18 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from sqlalchemy import text
-from starlette.types import Receive, Scope, Send
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Message, Receive, Scope, Send
 
 from atrium.app import IDEMPOTENT_POSTS
 from atrium.platform.apikeys import KeyStore
-from atrium.platform.idempotency import IdempotencyMiddleware, Stored
+from atrium.platform.db import OWNED_SESSION
+from atrium.platform.idempotency import IdempotencyMiddleware
 from atrium.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -211,42 +211,130 @@ async def test_keys_expire_after_the_ttl(clean: FastAPI, settings: Settings) -> 
     headers = {"Idempotency-Key": "expiring"}
     async with _wrapped(clean, inner) as c:
         assert (await c.post("/things", json={}, headers=headers)).json() == {"call": 1}
-        redis: Any = clean.state.redis
         ttl_ms = settings.idempotency_ttl_seconds * 1000
-        if redis is not None:
-            names = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}idem:*")]
-            assert len(names) == 1
-            assert ttl_ms - 5000 < await redis.pttl(names[0]) <= ttl_ms
-            await redis.pexpireat(names[0], 1)  # in the past: what 24 h later looks like
-        else:
-            async with clean.state.engine.begin() as connection:
-                expires_ms = (
-                    await connection.execute(text("SELECT expires_ms FROM idempotency_keys"))
-                ).scalar_one()
-                assert ttl_ms - 5000 < expires_ms - time.time() * 1000 <= ttl_ms
-                await connection.execute(text("UPDATE idempotency_keys SET expires_ms = 0"))
+        async with clean.state.engine.begin() as connection:
+            expires_ms = (
+                await connection.execute(text("SELECT expires_ms FROM idempotency_keys"))
+            ).scalar_one()
+            assert ttl_ms - 5000 < expires_ms - time.time() * 1000 <= ttl_ms
+            # In the past: what 24 h later looks like (the row is still there, unpurged).
+            await connection.execute(text("UPDATE idempotency_keys SET expires_ms = 0"))
+        assert (await c.post("/things", json={}, headers=headers)).json() == {"call": 2}
         assert (await c.post("/things", json={}, headers=headers)).json() == {"call": 2}
     assert inner.calls == 2
 
 
-@pytest.mark.slow
-async def test_idempotency_store_down_is_503_not_a_duplicate(
-    clean: FastAPI, settings: Settings
-) -> None:
-    class Broken:
-        async def claim(self, scope: str, key: str, stored: Stored) -> Stored | None:
-            raise ConnectionError("redis is gone")
+# --- the answer and the work: one transaction -------------------------------------------------
 
+
+class _Writer(_Controlled):
+    """Like :class:`_Controlled`, but it stores a department in the request's session first
+    (what a route does through ``SessionDep``), and may pause before doing so."""
+
+    def __init__(self, department_id: int) -> None:
+        super().__init__()
+        self.department_id = department_id
+        self.before_write = asyncio.Event()
+        self.before_write.set()
+        self.started = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session: AsyncSession = scope[OWNED_SESSION]
+        self.started.set()  # the key is ours (its lock taken, where the engine has one)
+        await self.before_write.wait()
+        await session.execute(
+            text("INSERT INTO departments (id, department) VALUES (:id, 'Written')"),
+            {"id": self.department_id + self.calls},
+        )
+        await super().__call__(scope, receive, send)
+
+
+async def _departments(clean: FastAPI) -> list[int]:
+    async with clean.state.engine.connect() as connection:
+        result = await connection.execute(text("SELECT id FROM departments ORDER BY id"))
+        return [row[0] for row in result]
+
+
+async def test_the_work_commits_with_its_answer_and_is_undone_without_it(
+    clean: FastAPI,
+) -> None:
+    inner = _Writer(100)
+    inner.statuses = [503, 599, 201]
+    headers = {"Idempotency-Key": "atomic"}
+    async with _wrapped(clean, inner) as c:
+        assert (await c.post("/things", json={}, headers=headers)).status_code == 503
+        assert (await c.post("/things", json={}, headers=headers)).status_code == 500
+        assert await _departments(clean) == []  # the failed attempts' work was rolled back
+        assert (await c.post("/things", json={}, headers=headers)).status_code == 201
+        replay = await c.post("/things", json={}, headers=headers)
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert await _departments(clean) == [102]  # the third call's row, once
+    async with clean.state.engine.connect() as connection:
+        stored = (await connection.execute(text("SELECT status FROM idempotency_keys"))).all()
+    assert [row[0] for row in stored] == [201]
+
+
+async def test_a_second_process_with_the_same_key_never_stores_twice(
+    clean: FastAPI, backend: str
+) -> None:
+    # Two middleware instances: two processes (each with its own in-process set of keys).
+    first, second = _Writer(200), _Writer(300)
+    first.before_write.clear()
+    headers = {"Idempotency-Key": "two-processes"}
+    async with _wrapped(clean, first) as one, _wrapped(clean, second) as two:
+        pending = asyncio.create_task(one.post("/things", json={}, headers=headers))
+        await first.started.wait()
+        other = await two.post("/things", json={}, headers=headers)
+        first.before_write.set()
+        answer = await pending
+    if backend == "postgresql":
+        # The first holds the key's advisory lock: the other is told to come back.
+        assert other.status_code == 409
+        assert answer.status_code == 201
+        assert await _departments(clean) == [200]
+    else:
+        # No such lock on SQLite: the other ran and stored first; the first's work was undone
+        # and it answers with the stored answer.
+        assert other.status_code == 201
+        assert answer.status_code == 201
+        assert answer.headers["idempotent-replayed"] == "true"
+        assert answer.json() == other.json()
+        assert await _departments(clean) == [300]
+
+
+# --- a body that never arrived whole ----------------------------------------------------------
+
+
+async def test_a_body_cut_short_neither_runs_nor_claims_the_key(clean: FastAPI) -> None:
     inner = _Controlled()
-    original = clean.state.idempotency
-    clean.state.idempotency = Broken()
-    try:
-        async with _wrapped(clean, inner) as c:
-            response = await c.post("/things", json={}, headers={"Idempotency-Key": "k"})
-            assert response.status_code == 503
-            assert response.headers["content-type"] == PROBLEM
-            # Without the header the request is not idempotent and simply runs.
-            assert (await c.post("/things", json={})).status_code == 201
-    finally:
-        clean.state.idempotency = original
+    middleware = IdempotencyMiddleware(
+        inner, state=clean.state, settings=clean.state.settings, paths=[r"/things"]
+    )
+    sent: list[Message] = []
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'[{"id": 1, "depar', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/things",
+        "query_string": b"",
+        "headers": [(b"idempotency-key", b"cut-short"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 5000),
+        "state": {},
+    }
+    await middleware(scope, receive, send)
+    assert inner.calls == 0
+    assert sent == []  # the client is gone: nothing to answer
+    async with _wrapped(clean, inner) as c:
+        retry = await c.post("/things", json=[{"id": 1}], headers={"Idempotency-Key": "cut-short"})
+    assert retry.status_code == 201
     assert inner.calls == 1

@@ -204,3 +204,21 @@ def test_scratch_table_uses_the_shared_types() -> None:
     """The scratch table exercises the same seam types the models use (not plain DateTime)."""
     assert not isinstance(items.c.at.type, DateTime)
     assert isinstance(items.c.at.type, UtcDateTime)
+
+
+async def test_count_where_counts_per_group(maker: async_sessionmaker[AsyncSession]) -> None:
+    async with maker() as session, session.begin():
+        await session.execute(
+            items.insert(),
+            [{"name": f"n{i}", "owner": "a" if i % 3 else "b"} for i in range(10)],
+        )
+        counts = (
+            await session.execute(
+                select(
+                    sql.count_where(items.c.owner == "a"),
+                    sql.count_where(items.c.owner == "b"),
+                    sql.count_where(items.c.owner == "c"),
+                )
+            )
+        ).one()
+    assert tuple(counts) == (6, 4, 0)

@@ -1,8 +1,8 @@
-"""The SQL-backed API-key and idempotency stores on this run's engine.
+"""The SQL-backed stores on this run's engine (SQLite, PostgreSQL or MariaDB).
 
-With Redis configured the application keeps keys and idempotency records in Redis, so the
-HTTP tests of a server run never reach these stores; here they run directly against the
-run's database (SQLite, PostgreSQL or MariaDB), Redis or not.
+With Redis configured the application keeps API keys in Redis, so the HTTP tests of a server
+run never reach the SQL key store; here it runs directly against the run's database, Redis or
+not. Idempotency keys always live in the database (their answers commit with the work).
 """
 
 from __future__ import annotations
@@ -14,59 +14,64 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from atrium.platform.apikeys import ApiKeyRow, SqlKeyStore, hash_key
-from atrium.platform.idempotency import IdempotencyRow, SqlIdempotencyStore, Stored
+from atrium.platform.idempotency import IdempotencyRow, IdempotencyStore, Stored
 
 
-def _stored(token: str, status: int | None = None, body: bytes = b"") -> Stored:
-    return Stored(fingerprint="f" * 64, token=token, status=status, body=body)
+def _stored(status: int = 201, body: bytes = b"") -> Stored:
+    return Stored(fingerprint="f" * 64, status=status, body=body)
 
 
-async def test_idempotency_claim_complete_replay(clean: FastAPI, engine: AsyncEngine) -> None:
-    store = SqlIdempotencyStore(engine)
-    key = "retry-1"
-    assert await store.claim("scope", key, _stored("t1")) is None
-    held = await store.claim("scope", key, _stored("t2"))
-    assert held is not None
-    assert held.token == "t1"
-    assert held.status is None
+async def _save(store: IdempotencyStore, key: str, stored: Stored) -> bool:
+    async with store.sessionmaker() as session:
+        saved = await store.save(session, "scope", key, stored, ttl=60)
+        await session.commit()
+        return saved
+
+
+async def test_idempotency_save_and_replay(clean: FastAPI, engine: AsyncEngine) -> None:
+    store = IdempotencyStore(engine)
     # A response bigger than MySQL's BLOB (64 KiB) and with every byte value is kept whole.
     body = bytes(range(256)) * 1024
-    await store.complete("scope", key, _stored("t1", 201, body), ttl=60)
-    replay = await store.claim("scope", key, _stored("t3"))
+    assert await _save(store, "retry-1", _stored(201, body))
+    assert not await _save(store, "retry-1", _stored(409))  # the first answer stays
+    async with store.sessionmaker() as session:
+        replay = await store.lookup(session, "scope", "retry-1")
+        missing = await store.lookup(session, "scope", "retry-2")
     assert replay is not None
-    assert (replay.status, replay.body, replay.token) == (201, body, "t1")
+    assert (replay.status, replay.body) == (201, body)
+    assert missing is None
 
 
 async def test_idempotency_keys_are_exact(clean: FastAPI, engine: AsyncEngine) -> None:
     """Case and trailing spaces tell keys apart (a NO PAD, binary comparison everywhere)."""
-    store = SqlIdempotencyStore(engine)
+    store = IdempotencyStore(engine)
     for key in ("Key", "key", "key "):
-        assert await store.claim("scope", key, _stored(key)) is None
+        assert await _save(store, key, _stored())
     async with engine.connect() as connection:
         count = await connection.scalar(select(func.count()).select_from(IdempotencyRow))
     assert count == 3
 
 
-async def test_idempotency_concurrent_claims_have_one_winner(
+async def test_idempotency_concurrent_answers_have_one_winner(
     clean: FastAPI, engine: AsyncEngine
 ) -> None:
-    store = SqlIdempotencyStore(engine)
-    results = await asyncio.gather(
-        *(store.claim("scope", "race", _stored(f"t{i}")) for i in range(8))
-    )
-    assert sum(result is None for result in results) == 1
+    store = IdempotencyStore(engine)
+    results = await asyncio.gather(*(_save(store, "race", _stored(200 + i)) for i in range(8)))
+    assert sum(results) == 1
 
 
-async def test_idempotency_release_and_expired_takeover(
-    clean: FastAPI, engine: AsyncEngine
-) -> None:
-    store = SqlIdempotencyStore(engine)
-    assert await store.claim("scope", "k", _stored("t1")) is None
-    await store.release("scope", "k", "t1")
-    assert await store.claim("scope", "k", _stored("t2")) is None
+async def test_idempotency_an_expired_answer_gives_way(clean: FastAPI, engine: AsyncEngine) -> None:
+    store = IdempotencyStore(engine)
+    assert await _save(store, "k", _stored(201))
     async with engine.begin() as connection:
         await connection.execute(IdempotencyRow.__table__.update().values(expires_ms=0))
-    assert await store.claim("scope", "k", _stored("t3")) is None  # the expired one is taken
+    async with store.sessionmaker() as session:
+        assert await store.lookup(session, "scope", "k") is None
+    assert await _save(store, "k", _stored(202))
+    async with store.sessionmaker() as session:
+        again = await store.lookup(session, "scope", "k")
+    assert again is not None
+    assert again.status == 202
 
 
 async def test_api_key_store_round_trip(clean: FastAPI, engine: AsyncEngine) -> None:

@@ -187,9 +187,10 @@ async def update_user(
 ) -> UserView:
     """Change name, email or password; a new password revokes the user's tokens.
 
-    One UPDATE … RETURNING, no read before it: a user deleted by a concurrent request is
-    simply not matched (404), whatever the engine's locking, and a taken email is the unique
-    index's verdict (409), even when two requests claim the same address at once.
+    One UPDATE … RETURNING (on MySQL: the UPDATE, then a read of the row it locked), no read
+    before it: a user deleted by a concurrent request is simply not matched (404), whatever
+    the engine's locking, and a taken email is the unique index's verdict (409), even when
+    two requests claim the same address at once.
     """
     values: dict[str, Any] = {"updated_at": utcnow()}
     if data.name is not None:
@@ -199,18 +200,18 @@ async def update_user(
     if data.password is not None:
         values["password_hash"] = await hash_password(data.password.get_secret_value())
         values["token_version"] = User.token_version + 1
-    statement = (
-        update(User)
-        .where(User.id == user_id)
-        .values(values)
-        .returning(User.id, User.name, User.email, User.token_version)
-    )
     try:
-        row = (await session.execute(statement)).first()
+        rows = await update_returning(
+            session,
+            update(User).where(User.id == user_id).values(values),
+            (User.id, User.name, User.email, User.token_version),
+            reread=(User.id == user_id,),
+        )
     except IntegrityError as exc:
         raise EmailTaken("a user with this email already exists") from exc
-    if row is None:
+    if not rows:
         raise NotFound(f"user {user_id} does not exist")
+    row = rows[0]
     _invalidate(session, ctx, user_namespace(user_id))
     return UserView(id=row[0], name=row[1], email=row[2], token_version=row[3])
 

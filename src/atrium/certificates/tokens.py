@@ -91,10 +91,10 @@ class TokenSigner:
         if claims is None:
             claims = self._decode(token)
             if len(self._verified) >= self._cache_size:
-                del self._verified[next(iter(self._verified))]  # the oldest
+                self._verified.pop(next(iter(self._verified)), None)  # the oldest
             self._verified[token] = claims
         elif claims.expires_at + LEEWAY_SECONDS <= self._clock():
-            del self._verified[token]
+            self._verified.pop(token, None)
             raise InvalidTokenError("token expired")
         return claims
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 from atrium.platform.errors import ServiceUnavailable
 from atrium.platform.metrics import CACHE_REQUESTS
+from atrium.platform.redis_scripts import PipelinedScripts, Script
 from atrium.settings import Settings
 
 log = logging.getLogger("atrium.cache")
@@ -123,7 +124,10 @@ class RedisBackend:
     def __init__(self, redis: Any, prefix: str = "") -> None:
         self.redis = redis
         self.prefix = f"{prefix}cache:"
-        self._script = redis.register_script(_GET_VERSIONED)
+        # Reads are on the hot path (a user's record on every certificates request): they go
+        # pipelined, like the guard's script calls, rather than one pool checkout each.
+        self._scripts = PipelinedScripts(redis)
+        self._get = Script(_GET_VERSIONED)
 
     def version_key(self, namespace: str) -> str:
         """The Redis key of a namespace's version."""
@@ -135,8 +139,8 @@ class RedisBackend:
 
     async def get_versioned(self, namespace: str, key: str) -> tuple[int, bytes | None]:
         """Version and entry in one round trip (a Lua script)."""
-        version, value = await self._script(
-            keys=[self.version_key(namespace)], args=[self.entry_prefix(namespace), f":{key}"]
+        version, value = await self._scripts.run(
+            self._get, [self.version_key(namespace)], [self.entry_prefix(namespace), f":{key}"]
         )
         return int(version), value
 

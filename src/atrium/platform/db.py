@@ -55,6 +55,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         "server_settings": {
             "application_name": "atrium",
             "statement_timeout": str(settings.db_statement_timeout_ms),
+            # A statement whose client died (a killed replica) stops instead of running on,
+            # holding locks such as an idempotency key's, until it would have finished.
+            "client_connection_check_interval": str(settings.db_client_check_interval_ms),
         },
     }
     return create_async_engine(url, connect_args=connect_args, **pool)
@@ -174,6 +177,11 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
 async def commit(session: AsyncSession) -> None:
     """Commit, then run the registered after-commit callbacks (all of them; first error raised)."""
     await session.commit()
+    await run_after_commit(session)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    """Run (and forget) the callbacks registered for the transaction that just committed."""
     callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT, [])
     error: BaseException | None = None
     for callback in callbacks:
@@ -191,8 +199,26 @@ async def rollback(session: AsyncSession) -> None:
     await session.rollback()
 
 
+# Scope key of a session whose transaction is owned outside the route: the idempotency
+# middleware opens it, and commits the route's work together with the response it stores.
+OWNED_SESSION = "atrium.session"
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request: commit when the handler returns, roll back when it raises."""
+    """One session per request: commit when the handler returns, roll back when it raises.
+
+    When the request's transaction is owned outside the route (see :data:`OWNED_SESSION`),
+    the route works in that session and the owner commits; a raising handler still rolls its
+    work back here.
+    """
+    owned: AsyncSession | None = request.scope.get(OWNED_SESSION)
+    if owned is not None:
+        try:
+            yield owned
+        except BaseException:
+            await rollback(owned)
+            raise
+        return
     maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with maker() as session:
         try:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match, Mount
 from starlette.types import Scope, Send
@@ -330,6 +331,14 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(allowed)
 
 
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    # The client left before its body was whole: nothing ran, and nobody reads this answer.
+    log.info("request body incomplete: client disconnected", extra={"path": request.url.path})
+    return problem_response(
+        request, 400, "bad-request", detail="the request body ended before its declared end"
+    )
+
+
 async def _stale_data(request: Request, exc: Exception) -> Response:
     # The unit of work's UPDATE/DELETE matched no row: another request deleted it meanwhile.
     log.info("row deleted by a concurrent request", extra={"path": request.url.path})
@@ -369,6 +378,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AtriumError, _atrium_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(StaleDataError, _stale_data)
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unhandled)

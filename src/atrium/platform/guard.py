@@ -42,7 +42,6 @@ from atrium.platform.apikeys import (
 from atrium.platform.clientip import ClientIpResolver
 from atrium.platform.conditional import if_none_match_hits, unpack_representation
 from atrium.platform.errors import send_problem, send_unavailable
-from atrium.platform.fastredis import PipelinedScripts
 from atrium.platform.headers import header
 from atrium.platform.idempotency import build_idempotency_store
 from atrium.platform.metrics import CACHE_REQUESTS, RATE_LIMIT_REJECTIONS
@@ -54,6 +53,7 @@ from atrium.platform.ratelimit import (
     RedisHealth,
     RedisLimiter,
 )
+from atrium.platform.redis_scripts import PipelinedScripts
 from atrium.settings import Settings
 
 EXEMPT_PATHS = frozenset(
@@ -244,15 +244,16 @@ async def start_guard(
     """
     health = RedisHealth(settings.rate_limit_fail_open)
     state.redis_health = health
-    # The per-request scripts go over one pipelined connection (see atrium.platform.fastredis).
-    fast = PipelinedScripts.for_client(redis) if redis is not None else None
+    # The per-request scripts go over one pipelined connection, whatever the URL's transport
+    # (TCP, TLS, Unix socket): see atrium.platform.redis_scripts.
+    fast = PipelinedScripts(redis) if redis is not None else None
     state.limiter = (
         RedisLimiter(redis, settings.redis_prefix, health, fast)
         if redis is not None
         else MemoryLimiter()
     )
     state.api_keys = build_key_store(settings, engine, redis, health, fast)
-    state.idempotency = build_idempotency_store(settings, engine, redis)
+    state.idempotency = build_idempotency_store(engine)
     state.require_scope = check_scope  # what /metrics uses for ATRIUM_METRICS_SCOPE
     await state.api_keys.warm()
 

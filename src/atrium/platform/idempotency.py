@@ -10,35 +10,54 @@ A client that sends ``Idempotency-Key: <unique value>`` may retry the request sa
   (API key id, else bearer token, else client address), so two callers never collide.
 
 It is a pure ASGI middleware applied by path, so every domain gets it without code of its own.
-The first request *claims* the key (atomically, in Redis or with the table's primary key), runs,
-and the response is stored before it is sent, so a retry arriving right after the response can
-only ever see the stored result. A 5xx or a crash releases the claim (the retry runs again);
-a claim whose process died is taken over after a short lease. The store is Redis when
-configured, else the ``idempotency_keys`` table: shared by every replica either way.
+What makes it hold through crashes and broken connections:
+
+* **The answer is stored with the work, in one transaction.** The middleware opens the
+  request's database session and the route works in it (:func:`atrium.platform.db.get_session`
+  hands it over without committing); once the response is complete, the key's row (status,
+  headers, body) joins the same transaction and both commit at once, before a byte is sent.
+  Whenever a process dies, a key has its work and its answer, or neither: a retry replays the
+  first or simply runs. A 5xx or an exception rolls the work back and stores nothing.
+* **The key is locked by the transaction itself.** On PostgreSQL a transaction-level advisory
+  lock, which the database drops with the transaction — also the moment the owner's connection
+  breaks (``client_connection_check_interval`` makes it notice while a statement runs) — so
+  the key of a dead process can be retried within seconds, never after a lease. Within one
+  process a set of running keys answers the 409 without a query.
+* **The primary key is the judge.** Should two requests with one key still run at once (two
+  processes on SQLite, which has no such lock), the second cannot store its answer: its work is
+  rolled back and it replays the first's.
+* **A body that never arrived whole neither runs nor claims its key**: a client that
+  disconnected before sending all of it is gone, and its retry starts afresh.
+
+Redis is deliberately not a store here: no Redis write can join the database's transaction.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import re
-import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import cast
 
 import orjson
-from sqlalchemy import BigInteger, Integer, String, Table, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import BigInteger, Integer, String, Table, delete, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atrium.platform.clientip import ClientIpResolver
-from atrium.platform.db import Base
-from atrium.platform.errors import send_problem, send_unavailable
+from atrium.platform.db import (
+    OWNED_SESSION,
+    Base,
+    create_sessionmaker,
+    rollback,
+    run_after_commit,
+)
+from atrium.platform.errors import AtriumError, send_problem, send_unavailable
 from atrium.platform.headers import header
 from atrium.platform.metrics import IDEMPOTENT_REPLAYS
 from atrium.platform.sql import insert_ignore
@@ -48,8 +67,6 @@ from atrium.settings import Settings
 log = logging.getLogger("atrium.idempotency")
 
 HEADER = "Idempotency-Key"
-LEASE_SECONDS = 60  # how long a claim of a crashed process blocks retries
-MAX_STORED_BODY = 8 * 1024 * 1024
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 # Never replayed: recomputed, per-request, or secrets.
 _UNSTORED_HEADERS = frozenset(
@@ -64,112 +81,23 @@ DOC = (
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """What a key holds: its request's fingerprint and, once finished, the response."""
+    """A finished request under a key: its fingerprint and its response."""
 
     fingerprint: str
-    token: str
-    status: int | None = None  # None while the first request runs
+    status: int
     headers: tuple[tuple[bytes, bytes], ...] = ()
     body: bytes = b""
 
-    def to_json(self) -> bytes:
-        """Serialised for Redis."""
-        return orjson.dumps(
-            {
-                "fp": self.fingerprint,
-                "token": self.token,
-                "status": self.status,
-                "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in self.headers],
-                "body": base64.b64encode(self.body).decode(),
-            }
-        )
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Stored:
-        """Parse a Redis value."""
-        data = orjson.loads(raw)
-        return cls(
-            fingerprint=data["fp"],
-            token=data["token"],
-            status=data.get("status"),
-            headers=tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in data["headers"]),
-            body=base64.b64decode(data.get("body") or ""),
-        )
-
-
-class IdempotencyStore(Protocol):
-    """Claims and results, shared by every replica."""
-
-    async def claim(self, scope: str, key: str, stored: Stored) -> Stored | None:
-        """Claim ``key`` for a new request; ``None`` when claimed, else what the key holds."""
-
-    async def complete(self, scope: str, key: str, stored: Stored, ttl: int) -> None:
-        """Store the finished response (only while our claim holds)."""
-
-    async def release(self, scope: str, key: str, token: str) -> None:
-        """Drop our claim so that a retry runs again."""
-
-
-_CLAIM_LUA = """
-local current = redis.call('GET', KEYS[1])
-if current then return current end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-"""
-
-_COMPLETE_LUA = """
-local current = redis.call('GET', KEYS[1])
-if current and cjson.decode(current)['token'] ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-"""
-
-_RELEASE_LUA = """
-local current = redis.call('GET', KEYS[1])
-if current and cjson.decode(current)['token'] == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
-
-
-class RedisIdempotencyStore:
-    """Keys ``{prefix}idem:{scope}:{key}``, expiring by themselves."""
-
-    def __init__(self, redis: Any, prefix: str) -> None:
-        self.prefix = f"{prefix}idem:"
-        self._claim = redis.register_script(_CLAIM_LUA)
-        self._complete = redis.register_script(_COMPLETE_LUA)
-        self._release = redis.register_script(_RELEASE_LUA)
-
-    def _name(self, scope: str, key: str) -> str:
-        return f"{self.prefix}{scope}:{key}"
-
-    async def claim(self, scope: str, key: str, stored: Stored) -> Stored | None:
-        """Atomic get-or-set with the lease as expiry."""
-        current = await self._claim(
-            keys=[self._name(scope, key)], args=[stored.to_json(), LEASE_SECONDS * 1000]
-        )
-        return Stored.from_json(current) if current else None
-
-    async def complete(self, scope: str, key: str, stored: Stored, ttl: int) -> None:
-        """Replace the claim by the result, kept ``ttl`` seconds."""
-        await self._complete(
-            keys=[self._name(scope, key)], args=[stored.token, stored.to_json(), ttl * 1000]
-        )
-
-    async def release(self, scope: str, key: str, token: str) -> None:
-        """Delete the claim if it is still ours."""
-        await self._release(keys=[self._name(scope, key)], args=[token])
-
 
 class IdempotencyRow(Base):
-    """``idempotency_keys``: the store when no Redis is configured."""
+    """``idempotency_keys``: one row per finished keyed request, until it expires."""
 
     __tablename__ = "idempotency_keys"
 
     scope: Mapped[str] = mapped_column(String(128), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
-    token: Mapped[str] = mapped_column(String(32))
+    token: Mapped[str] = mapped_column(String(32))  # unused since answers commit with the work
     status: Mapped[int | None] = mapped_column(Integer)
     headers: Mapped[str | None] = mapped_column(LongText)
     body: Mapped[bytes | None] = mapped_column(LongBinary)
@@ -177,96 +105,91 @@ class IdempotencyRow(Base):
 
 
 _TABLE = cast(Table, IdempotencyRow.__table__)
+_PRIMARY_KEY = ("scope", "key")
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class SqlIdempotencyStore:
-    """Rows keyed by (scope, key); expiry is a column, purged now and then."""
+KeyLock = Callable[[AsyncSession, str, str], Awaitable[bool]]
+
+
+async def _advisory_lock(session: AsyncSession, scope: str, key: str) -> bool:
+    # 64 bits of the key's hash; a collision only costs a spurious 409.
+    digest = hashlib.sha256(f"{scope}\x00{key}".encode()).digest()
+    number = int.from_bytes(digest[:8], "big", signed=True)
+    locked = await session.scalar(text("SELECT pg_try_advisory_xact_lock(:n)"), {"n": number})
+    return bool(locked)
+
+
+async def _no_lock(session: AsyncSession, scope: str, key: str) -> bool:
+    # No lock that dies with the transaction (SQLite): the primary key decides (see above).
+    return True
+
+
+class IdempotencyStore:
+    """The ``idempotency_keys`` table, written in the request's own transaction."""
 
     PURGE_EVERY_SECONDS = 600
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # The requests' sessions (the application's engine: the work shares the transaction).
+        self.sessionmaker = create_sessionmaker(engine)
         self._next_purge = 0.0
+        # The one engine difference here: which key lock dies with its transaction.
+        postgres = engine.dialect.name == "postgresql"
+        self.lock: KeyLock = _advisory_lock if postgres else _no_lock
 
-    @staticmethod
-    def _from_row(row: Any) -> Stored:
+    async def lookup(self, session: AsyncSession, scope: str, key: str) -> Stored | None:
+        """The finished, unexpired request stored under ``key``."""
+        await self._maybe_purge()
+        table = _TABLE
+        row = (
+            await session.execute(
+                select(table.c.fingerprint, table.c.status, table.c.headers, table.c.body).where(
+                    table.c.scope == scope, table.c.key == key, table.c.expires_ms > _now_ms()
+                )
+            )
+        ).first()
+        if row is None or row.status is None:
+            return None
         headers = orjson.loads(row.headers) if row.headers else []
         return Stored(
             fingerprint=row.fingerprint,
-            token=row.token,
             status=row.status,
             headers=tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers),
             body=row.body or b"",
         )
 
-    async def claim(self, scope: str, key: str, stored: Stored) -> Stored | None:
-        """Insert-or-ignore the claim; on conflict read it, taking over an expired one."""
-        await self._maybe_purge()
+    async def save(
+        self, session: AsyncSession, scope: str, key: str, stored: Stored, ttl: int
+    ) -> bool:
+        """Add the answer to the session's transaction; ``False`` when the key already holds
+        an unexpired answer (an expired one is replaced)."""
+        now = _now_ms()
         table = _TABLE
-        expires = _now_ms() + LEASE_SECONDS * 1000
-        values = {
-            "scope": scope,
-            "key": key,
-            "fingerprint": stored.fingerprint,
-            "token": stored.token,
-            "status": None,
-            "headers": None,
-            "body": None,
-            "expires_ms": expires,
-        }
-        async with self.engine.begin() as connection:
-            inserted = await connection.execute(
-                insert_ignore(table, keys=("scope", "key")).values(**values)
+        # An expired answer (not purged yet) gives way; a live one stays and wins.
+        await session.execute(
+            delete(table).where(
+                table.c.scope == scope, table.c.key == key, table.c.expires_ms <= now
             )
-            if inserted.rowcount == 1:
-                return None
-            row = (
-                await connection.execute(
-                    select(table).where(table.c.scope == scope, table.c.key == key)
-                )
-            ).first()
-            if row is None:  # purged in between: try once more
-                await connection.execute(table.insert().values(**values))
-                return None
-            if row.expires_ms > _now_ms():
-                return self._from_row(row)
-            taken = await connection.execute(
-                update(table)
-                .where(table.c.scope == scope, table.c.key == key, table.c.token == row.token)
-                .values(**{k: v for k, v in values.items() if k not in ("scope", "key")})
-            )
-            return None if taken.rowcount == 1 else self._from_row(row)
-
-    async def complete(self, scope: str, key: str, stored: Stored, ttl: int) -> None:
-        """UPDATE our claim with the response."""
-        table = _TABLE
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                update(table)
-                .where(table.c.scope == scope, table.c.key == key, table.c.token == stored.token)
-                .values(
-                    status=stored.status,
-                    headers=orjson.dumps(
-                        [[k.decode("latin-1"), v.decode("latin-1")] for k, v in stored.headers]
-                    ).decode(),
-                    body=stored.body,
-                    expires_ms=_now_ms() + ttl * 1000,
-                )
-            )
-
-    async def release(self, scope: str, key: str, token: str) -> None:
-        """DELETE our claim."""
-        table = _TABLE
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                delete(table).where(
-                    table.c.scope == scope, table.c.key == key, table.c.token == token
-                )
-            )
+        )
+        statement = insert_ignore(table, keys=_PRIMARY_KEY).values(
+            scope=scope,
+            key=key,
+            fingerprint=stored.fingerprint,
+            token="",
+            status=stored.status,
+            headers=orjson.dumps(
+                [[k.decode("latin-1"), v.decode("latin-1")] for k, v in stored.headers]
+            ).decode(),
+            body=stored.body,
+            expires_ms=now + ttl * 1000,
+        )
+        result = await session.execute(statement)
+        return bool(getattr(result, "rowcount", 0) == 1)
 
     async def _maybe_purge(self) -> None:
         now = time.monotonic()
@@ -281,13 +204,9 @@ class SqlIdempotencyStore:
             log.warning("purging expired idempotency keys failed", exc_info=True)
 
 
-def build_idempotency_store(
-    settings: Settings, engine: AsyncEngine, redis: Any
-) -> IdempotencyStore:
-    """Redis when configured, else the SQL table."""
-    if redis is not None:
-        return RedisIdempotencyStore(redis, settings.redis_prefix)
-    return SqlIdempotencyStore(engine)
+def build_idempotency_store(engine: AsyncEngine) -> IdempotencyStore:
+    """The store: the application's database, whatever the engine."""
+    return IdempotencyStore(engine)
 
 
 def fingerprint(scope: Scope, body: bytes) -> str:
@@ -315,6 +234,7 @@ class IdempotencyMiddleware:
         self.ttl = settings.idempotency_ttl_seconds
         self.patterns = [re.compile(p) for p in paths]
         self.client_ip = ClientIpResolver(settings.trusted_proxies)
+        self._running: set[tuple[str, str]] = set()
         self._last_warning = 0.0
 
     def applies(self, scope: Scope) -> bool:
@@ -356,123 +276,115 @@ class IdempotencyMiddleware:
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",
             )
             return
-        body, more_messages = await _read_body(receive)
+        body = await _read_body(receive)
+        if body is None:
+            # The client left before its body was whole: nobody to answer, nothing to run.
+            log.info("request body incomplete: not run", extra={"path": scope["path"]})
+            return
         caller = self.caller(scope)
-        claim = Stored(fingerprint(scope, body), secrets.token_hex(8))
-        store: IdempotencyStore = self.state.idempotency
+        running = (caller, key)
+        if running in self._running:
+            await _in_flight(scope, send)
+            return
+        self._running.add(running)
         try:
-            existing = await store.claim(caller, key, claim)
-        except Exception as exc:
-            self._warn("claim", exc)
-            await send_unavailable(scope, send, "the idempotency store")
-            return
-        if existing is not None:
-            await self._answer_existing(scope, send, claim, existing)
-            return
-        await self._run(
-            scope, _replay_receive(body, more_messages, receive), send, caller, key, claim
-        )
+            await self._handle(scope, receive, send, caller, key, body)
+        finally:
+            self._running.discard(running)
 
-    async def _answer_existing(
-        self, scope: Scope, send: Send, claim: Stored, existing: Stored
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, caller: str, key: str, body: bytes
     ) -> None:
-        if existing.fingerprint != claim.fingerprint:
-            await send_problem(
-                scope,
-                send,
-                422,
-                "idempotency-key-reused",
-                "Idempotency-Key reused",
-                "this Idempotency-Key was already used with a different request",
-            )
-        elif existing.status is None:
-            await send_problem(
-                scope,
-                send,
-                409,
-                "idempotency-key-in-flight",
-                "Request in progress",
-                "a request with this Idempotency-Key is still being processed; retry later",
-                {"Retry-After": "1"},
-            )
-        else:
-            IDEMPOTENT_REPLAYS.inc()
-            headers = [*existing.headers, (b"content-length", str(len(existing.body)).encode())]
-            headers.append((b"idempotent-replayed", b"true"))
-            await send(
-                {"type": "http.response.start", "status": existing.status, "headers": headers}
-            )
-            await send({"type": "http.response.body", "body": existing.body})
+        store: IdempotencyStore = self.state.idempotency
+        request_fingerprint = fingerprint(scope, body)
+        async with store.sessionmaker() as session:
+            try:
+                existing = await store.lookup(session, caller, key)
+                locked = existing is None and await store.lock(session, caller, key)
+            except Exception as exc:
+                self._warn("lookup", exc)
+                await send_unavailable(scope, send, "the idempotency store")
+                return
+            if existing is not None:
+                await _answer_existing(scope, send, request_fingerprint, existing)
+                return
+            if not locked:
+                await _in_flight(scope, send)
+                return
+            await self._run(scope, receive, send, session, caller, key, request_fingerprint, body)
 
     async def _run(
-        self, scope: Scope, receive: Receive, send: Send, caller: str, key: str, claim: Stored
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        session: AsyncSession,
+        caller: str,
+        key: str,
+        request_fingerprint: str,
+        body: bytes,
     ) -> None:
         store: IdempotencyStore = self.state.idempotency
-        start: Message | None = None
-        chunks: list[bytes] = []
-        size = 0
-        flushed = False  # too large to keep: streamed through, claim released
-        finished = False
-
-        async def capture(message: Message) -> None:
-            nonlocal start, size, flushed, finished
-            if flushed:
-                await send(message)
-                return
-            if message["type"] == "http.response.start":
-                start = message
-                return
-            if message["type"] != "http.response.body":
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > MAX_STORED_BODY:
-                flushed = True
-                assert start is not None
-                await send(start)
-                await send(
-                    {"type": "http.response.body", "body": b"".join(chunks), "more_body": True}
-                )
-                if not message.get("more_body", False):
-                    await send({"type": "http.response.body", "body": b""})
-                return
-            if message.get("more_body", False):
-                return
-            finished = True
-            assert start is not None
-            status: int = start["status"]
-            # Store before sending: a retry racing the response then finds the result.
-            if status < 500:
-                headers = tuple(
-                    (bytes(k).lower(), bytes(v))
-                    for k, v in start.get("headers", ())
-                    if bytes(k).lower() not in _UNSTORED_HEADERS
-                )
-                result = Stored(claim.fingerprint, claim.token, status, headers, b"".join(chunks))
-                try:
-                    await store.complete(caller, key, result, self.ttl)
-                except Exception as exc:
-                    self._warn("complete", exc)
-            else:
-                await self._release(store, caller, key, claim.token)
-            await send(start)
-            await send({"type": "http.response.body", "body": b"".join(chunks)})
-
+        response = _Captured()
+        scope[OWNED_SESSION] = session
         try:
-            await self.app(scope, receive, capture)
+            await self.app(scope, _once(body, receive), response.capture)
         except BaseException:
-            if not finished:
-                await self._release(store, caller, key, claim.token)
+            await rollback(session)
             raise
-        if flushed or not finished:
-            await self._release(store, caller, key, claim.token)
-
-    async def _release(self, store: IdempotencyStore, caller: str, key: str, token: str) -> None:
+        finally:
+            del scope[OWNED_SESSION]
+        if response.start is None or not response.complete:
+            await rollback(session)
+            await response.replay(send)  # whatever was produced (an aborted stream)
+            return
+        status: int = response.start["status"]
+        if status >= 500:
+            await rollback(session)  # nothing of a failed request is kept: a retry runs again
+            await response.replay(send)
+            return
+        headers = tuple(
+            (bytes(k).lower(), bytes(v))
+            for k, v in response.start.get("headers", ())
+            if bytes(k).lower() not in _UNSTORED_HEADERS
+        )
+        stored = Stored(request_fingerprint, status, headers, response.body)
         try:
-            await store.release(caller, key, token)
+            saved = await store.save(session, caller, key, stored, self.ttl)
+            if saved:
+                await session.commit()  # the work and its answer, at once
         except Exception as exc:
-            self._warn("release", exc)
+            await rollback(session)
+            self._warn("commit", exc)
+            await send_problem(
+                scope,
+                send,
+                503,
+                "unavailable",
+                "Service Unavailable",
+                "the request could not be committed, so nothing was stored; retry it",
+                {"Retry-After": "1"},
+            )
+            return
+        if not saved:
+            # Another request with this key finished first: ours is undone, theirs stands.
+            await rollback(session)
+            first = await store.lookup(session, caller, key)
+            if first is not None:
+                await _answer_existing(scope, send, request_fingerprint, first)
+            else:
+                await _in_flight(scope, send)
+            return
+        try:
+            await run_after_commit(session)
+        except AtriumError as exc:
+            # Committed, but a follow-up (a cache bump) failed: say so; a retry with this key
+            # replays the stored answer.
+            await send_problem(
+                scope, send, exc.status, exc.slug, exc.default_title(), exc.detail or "", []
+            )
+            return
+        await response.replay(send)
 
     def _warn(self, what: str, exc: BaseException) -> None:
         now = time.monotonic()
@@ -483,20 +395,80 @@ class IdempotencyMiddleware:
             )
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
-    """The whole request body (the body-limit middleware outside bounds it)."""
+class _Captured:
+    """The response an application sends, held back until its answer is stored."""
+
+    def __init__(self) -> None:
+        self.start: Message | None = None
+        self.chunks: list[bytes] = []
+        self.complete = False
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+    async def capture(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.start = message
+        elif message["type"] == "http.response.body":
+            self.chunks.append(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+
+    async def replay(self, send: Send) -> None:
+        if self.start is None:
+            return
+        await send(self.start)
+        await send({"type": "http.response.body", "body": self.body})
+
+
+async def _in_flight(scope: Scope, send: Send) -> None:
+    await send_problem(
+        scope,
+        send,
+        409,
+        "idempotency-key-in-flight",
+        "Request in progress",
+        "a request with this Idempotency-Key is still being processed; retry later",
+        {"Retry-After": "1"},
+    )
+
+
+async def _answer_existing(
+    scope: Scope, send: Send, request_fingerprint: str, existing: Stored
+) -> None:
+    if existing.fingerprint != request_fingerprint:
+        await send_problem(
+            scope,
+            send,
+            422,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was already used with a different request",
+        )
+        return
+    IDEMPOTENT_REPLAYS.inc()
+    headers = [*existing.headers, (b"content-length", str(len(existing.body)).encode())]
+    headers.append((b"idempotent-replayed", b"true"))
+    await send({"type": "http.response.start", "status": existing.status, "headers": headers})
+    await send({"type": "http.response.body", "body": existing.body})
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or ``None`` when the client disconnected before its end (the
+    body-limit middleware outside bounds its size)."""
     parts: list[bytes] = []
     while True:
         message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(parts), [message]
+        if message["type"] != "http.request":
+            return None  # http.disconnect: the declared length or final chunk never came
         parts.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return b"".join(parts), []
+            return b"".join(parts)
 
 
-def _replay_receive(body: bytes, pending: list[Message], receive: Receive) -> Receive:
-    """Hand the already-read body to the application once, then defer to the real channel."""
+def _once(body: bytes, receive: Receive) -> Receive:
+    """Hand the already-read body to the application once, then defer to the real channel
+    (which reports the client's disconnect)."""
     delivered = False
 
     async def replay() -> Message:
@@ -504,8 +476,6 @@ def _replay_receive(body: bytes, pending: list[Message], receive: Receive) -> Re
         if not delivered:
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
-        if pending:
-            return pending.pop(0)
         return await receive()
 
     return replay

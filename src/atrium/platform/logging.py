@@ -240,12 +240,28 @@ class BackgroundStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._reset()
 
 
+# A fork while a writer thread is inside ``stream.write`` would leave the child a stream whose
+# internal lock nobody will ever release: its first write (a gunicorn worker's first log line)
+# would hang. So no write is in progress while a process forks (logging guards its own
+# handler locks the same way).
+def _before_fork() -> None:
+    for handler in list(_handlers):
+        handler._write_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for handler in list(_handlers):
+        handler._write_lock.release()
+
+
 def _after_fork_in_child() -> None:
     for handler in list(_handlers):
         handler._after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 
 
 def flush_logs() -> None:

@@ -9,6 +9,6 @@ def import_all_models() -> None:
     """Register every table on ``Base.metadata`` (for Alembic and test set-up)."""
     for domain in ("hr", "market", "certificates", "templates"):
         importlib.import_module(f"atrium.{domain}.models")
-    # The platform's own tables (API keys and idempotency keys when there is no Redis).
+    # The platform's own tables (API keys, and idempotency keys).
     for module in ("apikeys", "idempotency"):
         importlib.import_module(f"atrium.platform.{module}")

@@ -28,8 +28,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from atrium.platform.fastredis import PipelinedScripts, Script
 from atrium.platform.metrics import RATE_LIMIT_BACKEND_ERRORS
+from atrium.platform.redis_scripts import PipelinedScripts, Script
 
 log = logging.getLogger("atrium.ratelimit")
 
@@ -195,7 +195,7 @@ class RedisHealth:
 class RedisScripted:
     """What the Redis limiter and key store share: the client, the health record, and the one
     Lua script each runs per request (over the pipelined connection when there is one, see
-    :mod:`atrium.platform.fastredis`, else through redis-py).
+    :mod:`atrium.platform.redis_scripts`, else through redis-py's client API).
 
     Subclasses name their script (``LUA``) and the part of the key space they own
     (``KEYSPACE``, after ``ATRIUM_REDIS_PREFIX``).

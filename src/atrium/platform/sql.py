@@ -12,6 +12,7 @@ seam               PostgreSQL                  SQLite                      MySQL
 upsert             ON CONFLICT DO UPDATE       ON CONFLICT DO UPDATE       ON DUPLICATE KEY
 insert_ignore      ON CONFLICT DO NOTHING      ON CONFLICT DO NOTHING      INSERT IGNORE
 code_point_order   COLLATE "C"                 (BINARY already)            COLLATE …_bin
+count_where        count(*) FILTER (WHERE …)   count(*) FILTER (WHERE …)   count(CASE WHEN …)
 next_timestamp     greatest(clock_timestamp…)  strftime(… julianday …)     GREATEST(UTC_TIME…)
 update_returning   UPDATE … RETURNING          UPDATE … RETURNING          UPDATE; SELECT
 insert_returning   INSERT … RETURNING          INSERT … RETURNING          RETURNING (MariaDB)
@@ -28,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Select, Table, insert, select
+from sqlalchemy import ColumnElement, Integer, Row, Select, Table, insert, select
 from sqlalchemy.dialects.mysql.dml import OnDuplicateClause
 from sqlalchemy.dialects.postgresql import dml as pg_dml
 from sqlalchemy.dialects.sqlite import dml as sqlite_dml
@@ -223,6 +224,29 @@ def _next_timestamp_mysql(element: next_timestamp, compiler: SQLCompiler, **kw: 
     return f"GREATEST(UTC_TIMESTAMP(6), {column} + INTERVAL 1 MICROSECOND)"
 
 
+class count_where(FunctionElement[int]):  # noqa: N801
+    """``COUNT(*)`` of the rows of a group where ``condition`` holds (an aggregate FILTER)."""
+
+    inherit_cache = True
+    name = "count_where"
+    type = Integer()
+
+    def __init__(self, condition: ColumnElement[bool]) -> None:
+        super().__init__(condition)
+
+
+@compiles(count_where)
+def _count_where(element: count_where, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"count(*) FILTER (WHERE {_column_of(element, compiler, **kw)})"
+
+
+@compiles(count_where, "mysql")
+@compiles(count_where, "mariadb")
+def _count_where_mysql(element: count_where, compiler: SQLCompiler, **kw: Any) -> str:
+    # No FILTER clause: COUNT skips the NULLs a CASE without ELSE gives.
+    return f"count(CASE WHEN {_column_of(element, compiler, **kw)} THEN 1 END)"
+
+
 # --- RETURNING where an engine has none ---------------------------------------------------
 
 
@@ -291,6 +315,7 @@ async def claim(
 __all__ = [
     "claim",
     "code_point_order",
+    "count_where",
     "dialect_of",
     "insert_ignore",
     "insert_returning",

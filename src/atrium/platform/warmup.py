@@ -1,8 +1,9 @@
 """What a worker does once started, so that its first seconds and its long run stay smooth.
 
-* :func:`open_pool` opens the database pool's connections before traffic arrives: otherwise
-  the first concurrent requests each wait for a connection to be made (TCP, TLS negotiation,
-  authentication), which is what a cold start's tail was made of.
+* :func:`open_pool` opens the database pool's connections as the worker starts, so that they
+  are there when traffic arrives: otherwise the first concurrent requests each wait for a
+  connection to be made (TCP, TLS negotiation, authentication), which is what a cold start's
+  tail was made of.
 * :func:`freeze_heap` moves every object alive after start-up (modules, classes, routes,
   compiled SQL, settings: ~150,000 objects) out of the garbage collector's reach. Without it,
   each full collection walks them all again, a pause of tens of milliseconds that lands on

@@ -1,9 +1,9 @@
 """HTTP endpoints of the templates domain (thin: parse, call the service, shape the response).
 
 Reads go through the platform cache as finished response bodies with their ETag, so a hit
-costs one Redis round trip and no database, ORM or JSON work. Writes commit here, at the
-boundary, between the two cache bumps that keep every process from reading stale data (see
-:meth:`atrium.platform.cache.Cache.invalidate_after_commit`).
+costs one Redis round trip and no database, ORM or JSON work. Writes bump the cache before
+the request's boundary commits and again after it, which keeps every process from reading
+stale data (see :meth:`atrium.platform.cache.Cache.invalidate_after_commit`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from atrium.platform.conditional import (
     pack_representation,
     unpack_representation,
 )
-from atrium.platform.db import SessionDep
+from atrium.platform.db import SessionDep, after_commit
 from atrium.platform.errors import problem_responses
 from atrium.platform.guard import CachedRead
 from atrium.platform.idempotency import DOC as IDEMPOTENCY_DOC
@@ -100,10 +100,16 @@ def _respond(
     return Response(body, status_code=status, media_type=JSON, headers={"ETag": etag, **headers})
 
 
-async def _commit(session: AsyncSession, cache: Cache, *namespaces: str) -> None:
-    await cache.invalidate(*namespaces)  # unreachable cache: 503 before anything is committed
-    await session.commit()
-    await cache.invalidate_after_commit(*namespaces)
+async def _invalidate(session: AsyncSession, cache: Cache, *namespaces: str) -> None:
+    # Bump now (an unreachable cache: 503 before anything is committed) and again once the
+    # request's boundary has committed (by SessionDep, or by the idempotency middleware
+    # together with the response it stores).
+    await cache.invalidate(*namespaces)
+
+    async def bump_again() -> None:
+        await cache.invalidate_after_commit(*namespaces)
+
+    after_commit(session, bump_again)
 
 
 @router.post(
@@ -128,7 +134,7 @@ async def _commit(session: AsyncSession, cache: Cache, *namespaces: str) -> None
 async def create_template(body: TemplateIn, request: Request, session: SessionDep) -> Response:
     """Create a template."""
     row = await service.create(session, body)
-    await _commit(session, _cache(request), LIST_NAMESPACE)
+    await _invalidate(session, _cache(request), LIST_NAMESPACE)
     data = service.encode(row)
     return _respond(request, etag_of(data), data, 201, Location=f"/templates/{row.templateid}")
 
@@ -199,7 +205,7 @@ async def _update(
     row = await service.update_fields(
         session, templateid, changes, if_match=request.headers.get("if-match")
     )
-    await _commit(session, _cache(request), _namespace(templateid), LIST_NAMESPACE)
+    await _invalidate(session, _cache(request), _namespace(templateid), LIST_NAMESPACE)
     data = service.encode(row)
     return _respond(request, etag_of(data), data, 200)
 
@@ -245,5 +251,5 @@ async def patch_template(
 async def delete_template(templateid: uuid.UUID, request: Request, session: SessionDep) -> Response:
     """Delete a template."""
     await service.remove(session, templateid, if_match=request.headers.get("if-match"))
-    await _commit(session, _cache(request), _namespace(templateid), LIST_NAMESPACE)
+    await _invalidate(session, _cache(request), _namespace(templateid), LIST_NAMESPACE)
     return Response(status_code=204)

@@ -36,8 +36,8 @@ from atrium.platform.apikeys.model import (
 from atrium.platform.apikeys.redis_store import RedisKeyStore
 from atrium.platform.apikeys.sql_store import ApiKeyRow, SqlKeyStore
 from atrium.platform.apikeys.store import KeyCheck, KeyCheckRead, KeyStore
-from atrium.platform.fastredis import PipelinedScripts
 from atrium.platform.ratelimit import RedisHealth
+from atrium.platform.redis_scripts import PipelinedScripts
 from atrium.settings import Settings
 
 __all__ = [

@@ -18,7 +18,6 @@ from atrium.platform.apikeys.model import ApiKey, key_bucket, now_iso
 from atrium.platform.apikeys.snapshot import KeySnapshot
 from atrium.platform.apikeys.store import KeyCheckRead, KeyStore, read_if_admitted
 from atrium.platform.cache import Cache, RedisBackend
-from atrium.platform.fastredis import PipelinedScripts
 from atrium.platform.ratelimit import (
     GCRA_LUA,
     PERIOD_SECONDS,
@@ -28,6 +27,7 @@ from atrium.platform.ratelimit import (
     RedisLimiter,
     RedisScripted,
 )
+from atrium.platform.redis_scripts import PipelinedScripts
 
 log = logging.getLogger("atrium.apikeys")
 
