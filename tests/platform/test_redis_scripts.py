@@ -45,7 +45,9 @@ class OwnRedis:
 def _start(tmp_path: Path, url: str, *args: str) -> Iterator[OwnRedis]:
     executable = shutil.which("redis-server")
     if executable is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+        # The embedded run may come before CI installs it; the PostgreSQL + Redis run
+        # (ATRIUM_TEST_REQUIRE_ALL=1) fails on any skip, so this cannot pass unnoticed there.
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
     proc = subprocess.Popen(
         [executable, "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", "", *args],
         stdout=subprocess.DEVNULL,

@@ -92,11 +92,19 @@ async def ingest_batch(
             f"a referenced row was deleted while {spec.name} were written; nothing was stored, "
             "retry"
         ) from exc
-    for index, row in storable:
-        if row[0] in written:
-            result.inserted += 1
-        else:  # another transaction stored the id between our check and our insert
-            result.rejected.append(Rejected(index, [r.duplicate_existing(as_int(row[0]))]))
+    left = [(index, row) for index, row in storable if row[0] not in written]
+    if left:
+        # Another transaction stored the id, or deleted a referenced row, between our check
+        # and our insert (which skips such rows): ask again, set-based, which it was.
+        _, late = await loader.check_keys(session, spec, left, update=update, where="batch")
+        explained = {rejected.index for rejected in late}
+        result.rejected.extend(late)
+        result.rejected.extend(
+            Rejected(index, [r.duplicate_existing(as_int(row[0]))])
+            for index, row in left
+            if index not in explained
+        )
+    result.inserted = len(storable) - len(left)
     result.rejected.sort(key=lambda rejected: rejected.index)
     result.rejected_count = len(result.rejected)
     return result

@@ -1,7 +1,7 @@
-"""The two hiring reports, aggregated in SQL, identical on PostgreSQL and SQLite.
+"""The two hiring reports, aggregated in SQL, identical on every engine.
 
 Quarters are cut with UTC instant bounds (``datetime >= April 1st 00:00Z`` …) rather than with
-``EXTRACT``/``strftime``, so one portable query serves both databases and the timestamps are
+``EXTRACT``/``strftime``, so one portable query serves every database and the timestamps are
 compared, never converted. Names are ordered in Python after aggregation: Python compares
 strings by code point, which no database collation promises.
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from atrium.hr.models import Department, HiredEmployee, Job
@@ -33,8 +33,9 @@ async def hires_by_quarter(session: AsyncSession, year: int) -> list[dict[str, A
     """Hires per department and job in each UTC quarter of ``year``, by department then job."""
     bounds = _year_bounds(year)
     when = HiredEmployee.datetime
+    # COUNT(CASE …) rather than COUNT(*) FILTER (…), which MariaDB/MySQL lack.
     quarters = [
-        func.count().filter(when >= bounds[q], when < bounds[q + 1]).label(f"Q{q + 1}")
+        func.count(case((and_(when >= bounds[q], when < bounds[q + 1]), 1))).label(f"Q{q + 1}")
         for q in range(4)
     ]
     statement = (

@@ -21,6 +21,8 @@ from atrium.hr.bulk.base import Loader
 # Dialect name -> "module:class" of its loader.
 LOADERS = {
     "postgresql": "atrium.hr.bulk.postgres:PostgresLoader",
+    "mysql": "atrium.hr.bulk.mysql:MySQLLoader",
+    "mariadb": "atrium.hr.bulk.mysql:MySQLLoader",
     "sqlite": "atrium.hr.bulk.sqlite:SQLiteLoader",
 }
 

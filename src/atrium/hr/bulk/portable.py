@@ -22,6 +22,7 @@ from atrium.hr.csvstream import LINES, NOT_TEXT, record_blocks
 from atrium.hr.errors import ConcurrentWrite
 from atrium.hr.rows import TABLE_NAMES, TABLES, Row, TableSpec
 from atrium.hr.summary import IngestResult, Rejected
+from atrium.platform import sql
 
 CHUNK_ROWS = 5000
 FETCH_ROWS = 50_000
@@ -33,12 +34,17 @@ _SEEN = table("hr_seen", column("id", Integer), column("n", Integer))
 
 
 class PortableLoader(Loader):
-    """SQLAlchemy Core only; subclasses say how their engine writes a conflict clause."""
+    """SQLAlchemy Core and the platform's statement seams only."""
 
     def insert_statement(self, spec: TableSpec, *, update: bool, ignore: bool) -> Any:
         """INSERT into ``spec``'s table: plain, skipping existing ids (``ignore``), or
         overwriting them (``update``)."""
-        raise NotImplementedError
+        target = table_of(spec)
+        if update:
+            return sql.upsert(target, keys=["id"], update=spec.column_names[1:])
+        if ignore:
+            return sql.insert_ignore(target, keys=["id"])
+        return insert(target)
 
     async def present_ids(
         self, session: AsyncSession, wanted: Mapping[str, Iterable[int]]
@@ -60,14 +66,23 @@ class PortableLoader(Loader):
     async def insert_rows(
         self, session: AsyncSession, spec: TableSpec, rows: Sequence[Row], *, update: bool
     ) -> set[int]:
-        """One INSERT … RETURNING id of all ``rows``, existing ids skipped or overwritten."""
+        """One INSERT of all ``rows``, existing ids skipped or overwritten; the ids written
+        (RETURNING where the engine has it)."""
         if not rows:
             return set()
         names = spec.column_names
         statement = self.insert_statement(spec, update=update, ignore=not update)
         statement = statement.values([dict(zip(names, row, strict=True)) for row in rows])
-        result = await session.execute(statement.returning(table_of(spec).c.id))
-        return set(result.scalars())
+        if sql.dialect_of(session).insert_returning:
+            result = await session.execute(statement.returning(table_of(spec).c.id))
+            return set(result.scalars())
+        written: Any = await session.execute(statement)
+        if not update and written.rowcount != len(rows):
+            raise ConcurrentWrite(
+                f"another request stored some of these {spec.name} ids meanwhile; nothing "
+                "was stored, retry"
+            )
+        return {as_int(row[0]) for row in rows}
 
     async def ingest_csv(
         self,
@@ -97,12 +112,20 @@ class PortableLoader(Loader):
     async def read_chunks(
         self, connection: AsyncConnection, spec: TableSpec
     ) -> AsyncIterator[Chunk]:
-        """The table in id order, :data:`FETCH_ROWS` row dicts at a time."""
+        """The table in id order, :data:`FETCH_ROWS` row dicts at a time (keyset pages: each
+        query is short, whatever the table's size)."""
         source = table_of(spec)
         names = spec.column_names
-        result = await connection.stream(select(source).order_by(source.c.id))
-        async for partition in result.partitions(FETCH_ROWS):
-            yield names, [dict(zip(names, row, strict=True)) for row in partition]
+        after: int | None = None
+        while True:
+            page = select(source).order_by(source.c.id).limit(FETCH_ROWS)
+            if after is not None:
+                page = page.where(source.c.id > after)
+            rows = (await connection.execute(page)).all()
+            if not rows:
+                return
+            yield names, [dict(zip(names, row, strict=True)) for row in rows]
+            after = rows[-1][0]
 
     async def restore(
         self, connection: AsyncConnection, spools: Mapping[str, IO[bytes]], rows_of: RowsOf

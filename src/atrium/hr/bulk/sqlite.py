@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import IO, Any
+from typing import IO
 
 from sqlalchemy import delete, text
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from atrium.hr.bulk.base import RowsOf, table_of
@@ -17,18 +16,6 @@ from atrium.hr.rows import TABLE_NAMES, TABLES, TableSpec
 
 class SQLiteLoader(PortableLoader):
     """The embedded default's loader."""
-
-    def insert_statement(self, spec: TableSpec, *, update: bool, ignore: bool) -> Any:
-        """INSERT … ON CONFLICT (id) DO NOTHING / DO UPDATE, or plain."""
-        statement = sqlite.insert(table_of(spec))
-        if update:
-            names = spec.column_names[1:]
-            return statement.on_conflict_do_update(
-                index_elements=["id"], set_={n: statement.excluded[n] for n in names}
-            )
-        if ignore:
-            return statement.on_conflict_do_nothing(index_elements=["id"])
-        return statement
 
     async def prepare_write(self, session: AsyncSession, spec: TableSpec) -> None:
         """Take the write lock now (waiting on busy_timeout), instead of failing with
