@@ -172,6 +172,7 @@ def test_kubernetes_base_as_shipped(database: str, redis_url: str, tmp_path: Pat
 
 @pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.only_on("postgresql", reason="compose.yaml ships a PostgreSQL service")
 def test_compose_as_shipped(database: str, redis_url: str, tmp_path: Path) -> None:
     image = shipped.read_image()
     tmp = tmp_path / "container-tmp"
