@@ -119,12 +119,13 @@ def on_this_machine(
     a free port (tests run side by side on one machine).
     """
     full = {**image.env, **env}
-    venv_bin = str(Path(sys.executable).parent)
-    full["PATH"] = full["PATH"].replace(IMAGE_VENV_BIN, venv_bin)
     full["HOME"] = IMAGE_HOME
     for name, value in full.items():
         if value == "/tmp" or value.startswith("/tmp/"):  # the container's private /tmp
             full[name] = str(tmp) + value[len("/tmp") :]
+    # After the /tmp mapping: this checkout (and its venv) may itself live under /tmp.
+    venv_bin = str(Path(sys.executable).parent)
+    full["PATH"] = full["PATH"].replace(IMAGE_VENV_BIN, venv_bin)
     assert "ATRIUM_PORT" in full, "the image sets ATRIUM_PORT"
     full["ATRIUM_PORT"] = str(port)
     workdir = image.workdir
